@@ -1,0 +1,150 @@
+#include "engine/reactor.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "common/log.h"
+
+namespace kelpie {
+namespace {
+thread_local Reactor* current_reactor = nullptr;
+// user_data of the eventfd read; never a valid Completion pointer.
+constexpr uint64_t kEventFdTag = 1;
+}  // namespace
+
+Reactor::Reactor(unsigned index, unsigned queue_depth) : index_(index) {
+  io_uring_params params{};
+  params.flags = IORING_SETUP_CLAMP;
+  int rc = io_uring_queue_init_params(queue_depth, &ring_, &params);
+  if (rc < 0) {
+    KELPIE_LOG_CRITICAL("io_uring_queue_init failed: {}", std::strerror(-rc));
+    std::abort();
+  }
+  event_fd_ = eventfd(0, EFD_CLOEXEC);
+  KELPIE_ASSERT(event_fd_ >= 0);
+  ready_.reserve(1024);
+  running_.reserve(1024);
+  inbox_.reserve(1024);
+}
+
+Reactor::~Reactor() {
+  io_uring_queue_exit(&ring_);
+  close(event_fd_);
+}
+
+Reactor* Reactor::current() { return current_reactor; }
+
+io_uring_sqe* Reactor::get_sqe(Completion* completion) {
+  KELPIE_ASSERT(current_reactor == this);
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  io_uring_sqe_set_data(sqe, completion);
+  return sqe;
+}
+
+void Reactor::arm_eventfd_read() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (sqe == nullptr) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  io_uring_prep_read(sqe, event_fd_, &eventfd_value_, sizeof(eventfd_value_), 0);
+  io_uring_sqe_set_data64(sqe, kEventFdTag);
+}
+
+void Reactor::post(std::coroutine_handle<> h) {
+  if (current_reactor == this) {
+    ready_.push_back(h);
+    return;
+  }
+  bool need_wake;
+  {
+    std::lock_guard lock(inbox_mutex_);
+    inbox_.push_back(h);
+    need_wake = sleeping_;
+    sleeping_ = false;
+  }
+  if (need_wake) wake();
+}
+
+void Reactor::wake() {
+  uint64_t one = 1;
+  ssize_t n = write(event_fd_, &one, sizeof(one));
+  (void)n;
+}
+
+void Reactor::stop() {
+  stop_requested_.store(true);
+  std::lock_guard lock(inbox_mutex_);
+  sleeping_ = false;
+  wake();
+}
+
+void Reactor::drain_inbox() {
+  std::lock_guard lock(inbox_mutex_);
+  if (inbox_.empty()) return;
+  ready_.insert(ready_.end(), inbox_.begin(), inbox_.end());
+  inbox_.clear();
+}
+
+void Reactor::run() {
+  current_reactor = this;
+  arm_eventfd_read();
+  while (true) {
+    drain_inbox();
+    while (!ready_.empty()) {
+      running_.swap(ready_);
+      for (auto h : running_) h.resume();
+      running_.clear();
+      drain_inbox();
+    }
+    if (stop_requested_.load()) break;
+    bool may_sleep;
+    {
+      std::lock_guard lock(inbox_mutex_);
+      may_sleep = inbox_.empty();
+      sleeping_ = may_sleep;
+    }
+    int rc = io_uring_submit_and_wait(&ring_, may_sleep ? 1 : 0);
+    if (rc < 0 && rc != -EINTR && rc != -EBUSY) {
+      KELPIE_LOG_CRITICAL("io_uring_submit_and_wait failed: {}", std::strerror(-rc));
+      std::abort();
+    }
+    {
+      std::lock_guard lock(inbox_mutex_);
+      sleeping_ = false;
+    }
+    io_uring_cqe* cqe;
+    unsigned head;
+    unsigned seen = 0;
+    bool rearm = false;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++seen;
+      if (cqe->user_data == kEventFdTag) {
+        rearm = true;
+        continue;
+      }
+      auto* completion = reinterpret_cast<Completion*>(cqe->user_data);
+      completion->result = cqe->res;
+      ready_.push_back(completion->handle);
+    }
+    io_uring_cq_advance(&ring_, seen);
+    if (rearm) arm_eventfd_read();
+  }
+  current_reactor = nullptr;
+}
+
+void Reactor::block_on(Task<void> task) {
+  auto wrap = [](Task<void> t) -> Task<bool> {
+    co_await std::move(t);
+    co_return true;
+  };
+  (void)block_on(wrap(std::move(task)));
+}
+
+}  // namespace kelpie

@@ -1,0 +1,177 @@
+// Reactor: one thread, one io_uring, run-to-completion coroutines.
+//
+// Contract:
+//  - Every Reactor runs on its own thread (run()); Reactor::current() is that
+//    reactor on its thread and nullptr elsewhere.
+//  - Socket and file operations are awaitables that submit one SQE to the current
+//    reactor's ring and resume the awaiting coroutine with the CQE's result
+//    (negative errno on failure). They must be awaited on a reactor thread.
+//  - Submissions are batched: SQEs prepared while coroutines run are submitted
+//    together when the reactor runs out of ready work.
+//  - Cross-thread work is a message: post() queues a coroutine handle on the
+//    target reactor (safe from any thread) and wakes it through an eventfd.
+//    `co_await switch_to(r)` moves the awaiting coroutine onto reactor r.
+//  - block_on() lets a non-reactor thread (admin, main) run a Task on a reactor and
+//    wait for its result.
+#pragma once
+
+#include <liburing.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <coroutine>
+#include <cstdint>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "engine/task.h"
+
+namespace kelpie {
+
+class Reactor {
+ public:
+  // `index` names the reactor in logs and in object ownership.
+  Reactor(unsigned index, unsigned queue_depth);
+  ~Reactor();
+  Reactor(const Reactor&) = delete;
+  Reactor& operator=(const Reactor&) = delete;
+
+  static Reactor* current();
+  unsigned index() const { return index_; }
+
+  // Runs the loop on the calling thread until stop() is called and no ready work is left.
+  void run();
+  // Asks the loop to return; safe from any thread.
+  void stop();
+
+  // Queues `h` to be resumed on this reactor. Safe from any thread.
+  void post(std::coroutine_handle<> h);
+
+  // Prepares an SQE whose completion resumes `completion`. Only on this reactor's thread.
+  struct Completion {
+    std::coroutine_handle<> handle;
+    int result = 0;
+  };
+  io_uring_sqe* get_sqe(Completion* completion);
+
+  // Runs `task` on this reactor and waits for it; call only from a non-reactor thread.
+  template <typename T>
+  T block_on(Task<T> task);
+  void block_on(Task<void> task);
+
+ private:
+  void arm_eventfd_read();
+  void drain_inbox();
+  void wake();
+
+  unsigned index_;
+  io_uring ring_;
+  int event_fd_ = -1;
+  uint64_t eventfd_value_ = 0;
+  std::vector<std::coroutine_handle<>> ready_;
+  std::vector<std::coroutine_handle<>> running_;
+
+  std::mutex inbox_mutex_;
+  std::vector<std::coroutine_handle<>> inbox_;
+  bool sleeping_ = false;
+  std::atomic<bool> stop_requested_{false};
+};
+
+// Awaitable for one io_uring operation; `prep` fills the SQE.
+template <typename Prep>
+class UringOp {
+ public:
+  explicit UringOp(Prep prep) : prep_(std::move(prep)) {}
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    completion_.handle = h;
+    Reactor* reactor = Reactor::current();
+    KELPIE_ASSERT(reactor != nullptr);
+    prep_(reactor->get_sqe(&completion_));
+  }
+  int await_resume() const noexcept { return completion_.result; }
+
+ private:
+  Prep prep_;
+  Reactor::Completion completion_;
+};
+
+template <typename Prep>
+UringOp<Prep> uring_op(Prep prep) {
+  return UringOp<Prep>(std::move(prep));
+}
+
+// The operations Kelpie uses. Each yields the CQE result (>= 0) or -errno.
+inline auto async_read(int fd, void* buf, size_t len, uint64_t offset) {
+  return uring_op([=](io_uring_sqe* s) { io_uring_prep_read(s, fd, buf, len, offset); });
+}
+inline auto async_write(int fd, const void* buf, size_t len, uint64_t offset, int rw_flags = 0) {
+  return uring_op([=](io_uring_sqe* s) {
+    io_uring_prep_write(s, fd, buf, len, offset);
+    s->rw_flags = rw_flags;
+  });
+}
+inline auto async_fdatasync(int fd) {
+  return uring_op([=](io_uring_sqe* s) { io_uring_prep_fsync(s, fd, IORING_FSYNC_DATASYNC); });
+}
+inline auto async_fallocate(int fd, int mode, uint64_t offset, uint64_t len) {
+  return uring_op([=](io_uring_sqe* s) { io_uring_prep_fallocate(s, fd, mode, offset, len); });
+}
+inline auto async_recv(int fd, void* buf, size_t len) {
+  return uring_op([=](io_uring_sqe* s) { io_uring_prep_recv(s, fd, buf, len, 0); });
+}
+inline auto async_sendmsg(int fd, const msghdr* msg) {
+  return uring_op([=](io_uring_sqe* s) { io_uring_prep_sendmsg(s, fd, msg, MSG_NOSIGNAL); });
+}
+inline auto async_accept(int fd) {
+  return uring_op([=](io_uring_sqe* s) { io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_CLOEXEC); });
+}
+
+// Moves the awaiting coroutine onto `target` (no-op when already there).
+class SwitchTo {
+ public:
+  explicit SwitchTo(Reactor& target) : target_(target) {}
+  bool await_ready() const noexcept { return Reactor::current() == &target_; }
+  void await_suspend(std::coroutine_handle<> h) { target_.post(h); }
+  void await_resume() const noexcept {}
+
+ private:
+  Reactor& target_;
+};
+inline SwitchTo switch_to(Reactor& target) { return SwitchTo(target); }
+
+// Yields to other ready coroutines of this reactor.
+inline SwitchTo yield_now() { return SwitchTo(*Reactor::current()); }
+
+namespace detail {
+template <typename T>
+struct BlockOnState {
+  std::mutex mutex;
+  std::condition_variable done_cv;
+  bool done = false;
+  std::optional<T> value;
+};
+}  // namespace detail
+
+template <typename T>
+T Reactor::block_on(Task<T> task) {
+  KELPIE_ASSERT(current() == nullptr);
+  detail::BlockOnState<T> state;
+  auto runner = [](Reactor& r, Task<T> t, detail::BlockOnState<T>& s) -> Task<void> {
+    co_await switch_to(r);
+    T value = co_await std::move(t);
+    std::lock_guard lock(s.mutex);
+    s.value.emplace(std::move(value));
+    s.done = true;
+    s.done_cv.notify_all();
+  };
+  spawn(runner(*this, std::move(task), state));
+  std::unique_lock lock(state.mutex);
+  state.done_cv.wait(lock, [&] { return state.done; });
+  return std::move(*state.value);
+}
+
+}  // namespace kelpie

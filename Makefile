@@ -1,0 +1,32 @@
+# Front door: the README's commands. The build itself is CMake (build/).
+BUILD ?= build
+JOBS ?= $(shell nproc)
+RUN ?= run
+NAME ?= demo
+SIZE ?= 10G
+
+.PHONY: all deps build demo stop test bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@scripts/demo.sh start $(RUN) $(BUILD) $(NAME) $(SIZE)
+
+stop:
+	@scripts/demo.sh stop $(RUN) $(BUILD)
+
+test: build
+	@cd $(BUILD) && ctest --output-on-failure -j 1 --timeout 900
+
+bench: build
+	@bench/run.sh $(BUILD)
+
+clean:
+	rm -rf $(BUILD)

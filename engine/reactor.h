@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/status.h"
 #include "engine/task.h"
 
 namespace kelpie {

@@ -1,0 +1,62 @@
+// Admin wire format, shared by kelpied's admin server and the `kelpie` CLI.
+//
+// Contract:
+//  - A message is a 4-byte big-endian length followed by that many bytes of UTF-8
+//    JSON, which must be an object. Lengths above kMaxAdminMessageBytes are refused
+//    by both sides.
+//  - Requests are {"op": "...", ...arguments}; replies are {"ok": true, ...payload}
+//    or {"ok": false, "errno": N, "error": "one line"}.
+//  - send_admin_message / recv_admin_message block on a connected stream socket,
+//    retry EINTR and short transfers, and never raise SIGPIPE. recv failures:
+//      EPIPE     the peer closed the connection before the first byte of a message
+//      EPROTO    the peer closed the connection in the middle of a message
+//      EMSGSIZE  the announced length exceeds the limit (the body is not read)
+//      EBADMSG   the body is not a JSON object (the framing is still in sync)
+//      ETIMEDOUT a socket timeout (SO_RCVTIMEO/SO_SNDTIMEO) expired
+//      other     the socket's errno
+//  - The *_from_json conversions never throw: a missing or mistyped field is EBADMSG.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "common/status.h"
+#include "daemon/node_control.h"
+
+namespace kelpie {
+
+inline constexpr uint32_t kMaxAdminMessageBytes = 1u << 20;
+
+[[nodiscard]] Status send_admin_message(int fd, const nlohmann::json& message);
+[[nodiscard]] Result<nlohmann::json> recv_admin_message(int fd);
+
+// Serialises without throwing: invalid UTF-8 in strings is replaced by U+FFFD.
+std::string dump_json(const nlohmann::json& value, int indent = -1);
+
+// {"ok": false, "errno": code, "error": message (strerror(code) when empty)}.
+nlohmann::json error_reply(const Status& status);
+
+// "HOST:PORT" or "[V6HOST]:PORT"; PORT 0..65535. EINVAL names the text otherwise.
+struct HostPort {
+  std::string host;
+  uint16_t port = 0;
+};
+Result<HostPort> parse_host_port(std::string_view text);
+
+// Field access on a JSON object that reports, instead of throwing, a missing or
+// mistyped field as EBADMSG "field 'x' ...".
+Result<std::string> json_string_field(const nlohmann::json& object, const char* key);
+Result<uint64_t> json_u64_field(const nlohmann::json& object, const char* key);
+Result<int64_t> json_i64_field(const nlohmann::json& object, const char* key);
+
+// One definition of the summaries' JSON form: field names are the struct's member
+// names and byte counts are integers.
+nlohmann::json vdi_to_json(const VdiSummary& vdi);
+Result<VdiSummary> vdi_from_json(const nlohmann::json& object);
+nlohmann::json node_to_json(const NodeSummary& node);
+Result<NodeSummary> node_from_json(const nlohmann::json& object);
+
+}  // namespace kelpie

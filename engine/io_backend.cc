@@ -1,0 +1,72 @@
+#include "engine/io_backend.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "engine/reactor.h"
+
+namespace kelpie {
+
+Task<Result<int>> UringIoBackend::open(std::string path, int flags) {
+  int dir = dir_fd_;
+  const char* p = path.c_str();
+  int rc = co_await uring_op(
+      [=](io_uring_sqe* s) { io_uring_prep_openat(s, dir, p, flags | O_CLOEXEC, 0644); });
+  if (rc < 0) co_return Status::error(-rc, "open " + path);
+  co_return rc;
+}
+
+void UringIoBackend::close(int fd) { ::close(fd); }
+
+Task<Status> UringIoBackend::unlink(std::string path) {
+  int dir = dir_fd_;
+  const char* p = path.c_str();
+  int rc = co_await uring_op([=](io_uring_sqe* s) { io_uring_prep_unlinkat(s, dir, p, 0); });
+  if (rc < 0) co_return Status::error(-rc, "unlink " + path);
+  co_return Status::ok();
+}
+
+Task<Result<size_t>> UringIoBackend::read(int fd, std::span<uint8_t> buf, uint64_t offset) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    int rc = co_await async_read(fd, buf.data() + done, buf.size() - done, offset + done);
+    if (rc == -EINTR || rc == -EAGAIN) continue;
+    if (rc < 0) co_return Status::error(-rc, "read");
+    if (rc == 0) break;
+    done += static_cast<size_t>(rc);
+  }
+  co_return done;
+}
+
+Task<Status> UringIoBackend::write(int fd, std::span<const uint8_t> buf, uint64_t offset,
+                                   bool dsync) {
+  size_t done = 0;
+  while (done < buf.size()) {
+    int rc = co_await async_write(fd, buf.data() + done, buf.size() - done, offset + done,
+                                  dsync ? RWF_DSYNC : 0);
+    if (rc == -EINTR || rc == -EAGAIN) continue;
+    if (rc < 0) co_return Status::error(-rc, "write");
+    if (rc == 0) co_return Status::error(EIO, "write made no progress");
+    done += static_cast<size_t>(rc);
+  }
+  co_return Status::ok();
+}
+
+Task<Status> UringIoBackend::datasync(int fd) {
+  int rc = co_await async_fdatasync(fd);
+  if (rc < 0) co_return Status::error(-rc, "fdatasync");
+  co_return Status::ok();
+}
+
+Task<Status> UringIoBackend::fallocate(int fd, int mode, uint64_t offset, uint64_t length) {
+  int rc = co_await async_fallocate(fd, mode, offset, length);
+  if (rc < 0) co_return Status::error(-rc, "fallocate");
+  co_return Status::ok();
+}
+
+Status UringIoBackend::truncate(int fd, uint64_t length) {
+  if (::ftruncate(fd, static_cast<off_t>(length)) != 0) return Status::error(errno, "ftruncate");
+  return Status::ok();
+}
+
+}  // namespace kelpie

@@ -1,0 +1,55 @@
+// IoBackend: every file operation the local object store makes, behind one seam.
+//
+// Contract:
+//  - The asynchronous calls must be awaited on a reactor thread; UringIoBackend
+//    submits them to that reactor's io_uring. A simulated disk (tests) may complete
+//    them however it likes, e.g. dropping unsynced writes on a simulated crash.
+//  - Paths are relative to the directory fd given at construction (the data dir).
+//  - read() returns the bytes read (short only at end of file); write() writes all
+//    bytes or fails. Errors are errno Status values; nothing is retried here.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "common/status.h"
+#include "engine/task.h"
+
+namespace kelpie {
+
+class IoBackend {
+ public:
+  virtual ~IoBackend() = default;
+
+  // flags as for openat(2) (O_CREAT, O_TRUNC...); O_CLOEXEC is added.
+  virtual Task<Result<int>> open(std::string path, int flags) = 0;
+  virtual void close(int fd) = 0;
+  virtual Task<Status> unlink(std::string path) = 0;
+  virtual Task<Result<size_t>> read(int fd, std::span<uint8_t> buf, uint64_t offset) = 0;
+  // dsync: the data is durable when this completes (RWF_DSYNC; NBD FUA).
+  virtual Task<Status> write(int fd, std::span<const uint8_t> buf, uint64_t offset, bool dsync) = 0;
+  virtual Task<Status> datasync(int fd) = 0;
+  // mode as for fallocate(2): 0 allocates, FALLOC_FL_ZERO_RANGE zeroes in place.
+  virtual Task<Status> fallocate(int fd, int mode, uint64_t offset, uint64_t length) = 0;
+  virtual Status truncate(int fd, uint64_t length) = 0;
+};
+
+class UringIoBackend final : public IoBackend {
+ public:
+  explicit UringIoBackend(int dir_fd) : dir_fd_(dir_fd) {}
+
+  Task<Result<int>> open(std::string path, int flags) override;
+  void close(int fd) override;
+  Task<Status> unlink(std::string path) override;
+  Task<Result<size_t>> read(int fd, std::span<uint8_t> buf, uint64_t offset) override;
+  Task<Status> write(int fd, std::span<const uint8_t> buf, uint64_t offset, bool dsync) override;
+  Task<Status> datasync(int fd) override;
+  Task<Status> fallocate(int fd, int mode, uint64_t offset, uint64_t length) override;
+  Status truncate(int fd, uint64_t length) override;
+
+ private:
+  int dir_fd_;
+};
+
+}  // namespace kelpie

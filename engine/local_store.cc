@@ -1,0 +1,681 @@
+#include "engine/local_store.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <unordered_set>
+
+#include "common/bytes.h"
+#include "common/crc32c.h"
+#include "common/log.h"
+#include "engine/buffer.h"
+
+namespace kelpie {
+
+struct LocalStore::Object {
+  ObjectId id;
+  int fd = -1;
+  uint32_t object_size = 0;
+  std::vector<uint32_t> crcs;  // one per 4 KiB block, 0 = never written
+  RangeLock lock;
+  Event ready;
+  Status open_status;
+  bool gone = false;  // removed or evicted: re-acquire
+  int pins = 0;
+  std::list<Object*>::iterator lru_pos;
+};
+
+struct LocalStore::Shard {
+  Reactor* reactor = nullptr;
+  std::unordered_map<ObjectId, ObjectRef, ObjectIdHash> objects;
+  std::list<Object*> lru;  // front = least recently used
+  // Objects with unsynced writes -> whether their dirty-log record is durable yet.
+  std::unordered_map<ObjectId, bool, ObjectIdHash> dirty;
+  Event logged;
+  bool dir_dirty = false;
+  int dir_fd = -1;  // objects/, synced when entries were created or removed
+  AsyncMutex flush_mutex;
+  std::unique_ptr<DirtyLog> log;
+  size_t max_open = 1024;
+};
+
+namespace {
+constexpr char kObjectsDir[] = "objects";
+
+uint64_t blocks_in(uint64_t offset, uint64_t length) {
+  return (offset + length + kBlockSize - 1) / kBlockSize - offset / kBlockSize;
+}
+
+Status io_failure(const Status& st, const ObjectId& id, const char* what) {
+  KELPIE_LOG_ERROR("object {}: {} failed: {}", id.to_hex(), what, st.to_string());
+  return st;
+}
+}  // namespace
+
+LocalStore::LocalStore(std::vector<Reactor*> reactors, IoBackend& io, std::string data_dir)
+    : reactors_(std::move(reactors)), io_(io), data_dir_(std::move(data_dir)) {
+  KELPIE_ASSERT(!reactors_.empty());
+  for (Reactor* r : reactors_) {
+    auto shard = std::make_unique<Shard>();
+    shard->reactor = r;
+    shard->log = std::make_unique<DirtyLog>(io_, "dirty." + std::to_string(r->index()) + ".log");
+    shards_.push_back(std::move(shard));
+  }
+}
+
+LocalStore::~LocalStore() {
+  for (auto& shard : shards_) {
+    for (auto& [id, object] : shard->objects)
+      if (object->fd >= 0) io_.close(object->fd);
+    if (shard->dir_fd >= 0) io_.close(shard->dir_fd);
+    shard->log->close();
+  }
+}
+
+std::string LocalStore::object_path(const ObjectId& id) {
+  return std::string(kObjectsDir) + "/" + id.to_hex();
+}
+
+LocalStore::Shard& LocalStore::shard_of(const ObjectId& id) const {
+  return *shards_[id.placement_hash() % shards_.size()];
+}
+
+Reactor& LocalStore::owner(const ObjectId& id) const { return *shard_of(id).reactor; }
+
+// ---- start-up and shutdown -------------------------------------------------------
+
+Status LocalStore::open() {
+  std::string objects_dir = data_dir_ + "/" + kObjectsDir;
+  if (::mkdir(objects_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Status::error(errno, "mkdir " + objects_dir);
+  }
+  uint64_t count = 0;
+  std::vector<std::string> logs;
+  if (DIR* dir = ::opendir(objects_dir.c_str())) {
+    while (dirent* entry = ::readdir(dir))
+      if (ObjectId::from_hex(entry->d_name)) ++count;
+    ::closedir(dir);
+  }
+  if (DIR* dir = ::opendir(data_dir_.c_str())) {
+    while (dirent* entry = ::readdir(dir)) {
+      std::string name = entry->d_name;
+      if (name.starts_with("dirty.") && name.ends_with(".log")) logs.push_back(name);
+    }
+    ::closedir(dir);
+  }
+  object_count_ = count;
+
+  // Replay what an unclean stop left behind, before any log is reopened.
+  std::vector<DirtyRecord> records;
+  std::unordered_set<ObjectId, ObjectIdHash> seen;
+  for (const std::string& name : logs) {
+    std::string path = data_dir_ + "/" + name;
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Status::error(errno, "open " + path);
+    std::vector<uint8_t> bytes;
+    uint8_t chunk[65536];
+    ssize_t n;
+    while ((n = ::read(fd, chunk, sizeof(chunk))) > 0) bytes.insert(bytes.end(), chunk, chunk + n);
+    ::close(fd);
+    for (const DirtyRecord& r : DirtyLog::parse(bytes))
+      if (seen.insert(r.id).second) records.push_back(r);
+  }
+  if (!records.empty()) {
+    KELPIE_LOG_WARN("unclean stop: re-verifying {} objects that had unsynced writes",
+                    records.size());
+  }
+  Status status = reactors_[0]->block_on([](LocalStore* self, std::vector<DirtyRecord> todo) -> Task<Status> {
+    for (const DirtyRecord& r : todo) {
+      Status st = co_await self->replay_dirty(r);
+      if (!st.is_ok()) co_return st;
+    }
+    co_return Status::ok();
+  }(this, std::move(records)));
+  if (!status.is_ok()) return status;
+  for (const std::string& name : logs) ::unlink((data_dir_ + "/" + name).c_str());
+
+  for (auto& shard : shards_) {
+    Shard* s = shard.get();
+    Status st = s->reactor->block_on([](LocalStore* self, Shard* s) -> Task<Status> {
+      auto dir = co_await self->io_.open(kObjectsDir, O_RDONLY | O_DIRECTORY);
+      if (!dir) co_return dir.status();
+      s->dir_fd = *dir;
+      co_return co_await s->log->open();
+    }(this, s));
+    if (!st.is_ok()) return st;
+    s->max_open = std::max<size_t>(64, 8192 / shards_.size());
+  }
+  return Status::ok();
+}
+
+Task<Status> LocalStore::replay_dirty(const DirtyRecord& record) {
+  std::string path = object_path(record.id);
+  auto fd = co_await io_.open(path, O_RDWR);
+  if (!fd && fd.status().code() == ENOENT) {
+    // Its creation or removal was in flight: what it held was never flushed.
+    KELPIE_LOG_WARN("object {}: missing after unclean stop; recreating it as zeros",
+                    record.id.to_hex());
+    auto created = co_await io_.open(path, O_RDWR | O_CREAT);
+    if (!created) co_return created.status();
+    Object object;
+    object.id = record.id;
+    object.fd = *created;
+    Status st = co_await initialize(object, record.object_size);
+    if (st.is_ok()) st = co_await io_.datasync(object.fd);
+    io_.close(object.fd);
+    co_return st;
+  }
+  if (!fd) co_return fd.status();
+  Object object;
+  object.id = record.id;
+  object.fd = *fd;
+  Status st = co_await load(object);
+  if (!st.is_ok()) {  // header never made it: rebuild it, keep the data
+    object.object_size = record.object_size;
+    object.crcs.assign(record.object_size / kBlockSize, 0);
+    Buffer header = Buffer::get(kHeaderSize);
+    std::memset(header.data(), 0, kHeaderSize);
+    encode_object_header({record.id, record.object_size}, header.span());
+    st = co_await io_.write(object.fd, header.span(), 0, false);
+    if (!st.is_ok()) co_return st;
+  }
+  Buffer block = Buffer::get(kBlockSize);
+  size_t repaired = 0;
+  for (size_t b = 0; b < object.crcs.size(); ++b) {
+    auto n = co_await io_.read(object.fd, block.span(), kDataOffset + b * kBlockSize);
+    if (!n) co_return n.status();
+    if (*n < kBlockSize) std::memset(block.data() + *n, 0, kBlockSize - *n);
+    uint32_t computed = crc32c(block.data(), kBlockSize);
+    if (!block_crc_matches(object.crcs[b], computed)) {
+      object.crcs[b] = computed == zero_block_crc() ? 0 : computed;
+      ++repaired;
+    }
+  }
+  if (repaired > 0) {
+    KELPIE_LOG_WARN("object {}: {} blocks were mid-write at the unclean stop; their checksums "
+                    "now follow the data on disk", record.id.to_hex(), repaired);
+    Buffer table = Buffer::get(object.crcs.size() * 4);
+    for (size_t b = 0; b < object.crcs.size(); ++b) put_le32(table.data() + 4 * b, object.crcs[b]);
+    st = co_await io_.write(object.fd, table.span(), kCrcTableOffset, false);
+  }
+  if (st.is_ok()) st = co_await io_.datasync(object.fd);
+  io_.close(object.fd);
+  co_return st;
+}
+
+Status LocalStore::close() {
+  Status st = reactors_[0]->block_on(flush());
+  if (!st.is_ok()) return st;
+  for (auto& shard : shards_) {
+    shard->log->close();
+    ::unlink((data_dir_ + "/dirty." + std::to_string(shard->reactor->index()) + ".log").c_str());
+  }
+  return Status::ok();
+}
+
+// ---- object lifecycle ------------------------------------------------------------
+
+Task<Status> LocalStore::load(Object& object) {
+  Buffer header = Buffer::get(kHeaderSize);
+  auto n = co_await io_.read(object.fd, header.span(), 0);
+  if (!n) co_return n.status();
+  auto decoded = decode_object_header(std::span<const uint8_t>(header.data(), *n));
+  if (!decoded) co_return Status::error(EIO, decoded.status().message());
+  if (!(decoded->id == object.id)) co_return Status::error(EIO, "object header names another object");
+  object.object_size = decoded->object_size;
+  size_t blocks = object.object_size / kBlockSize;
+  Buffer table = Buffer::get(blocks * 4);
+  auto got = co_await io_.read(object.fd, table.span(), kCrcTableOffset);
+  if (!got) co_return got.status();
+  if (*got < table.size()) std::memset(table.data() + *got, 0, table.size() - *got);
+  object.crcs.resize(blocks);
+  for (size_t b = 0; b < blocks; ++b) object.crcs[b] = get_le32(table.data() + 4 * b);
+  co_return Status::ok();
+}
+
+Task<Status> LocalStore::initialize(Object& object, uint32_t object_size) {
+  KELPIE_ASSERT(object_size > 0 && object_size % kBlockSize == 0 && object_size <= kMaxObjectSize);
+  Status st = io_.truncate(object.fd, 0);
+  if (st.is_ok()) st = co_await io_.fallocate(object.fd, 0, 0, kDataOffset + object_size);
+  if (!st.is_ok()) co_return st;
+  Buffer header = Buffer::get(kHeaderSize);
+  std::memset(header.data(), 0, kHeaderSize);
+  encode_object_header({object.id, object_size}, header.span());
+  st = co_await io_.write(object.fd, header.span(), 0, false);
+  if (!st.is_ok()) co_return st;
+  object.object_size = object_size;
+  object.crcs.assign(object_size / kBlockSize, 0);
+  co_return Status::ok();
+}
+
+Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const ObjectId& id, Mode mode,
+                                                        uint32_t object_size) {
+  while (true) {
+    auto it = shard.objects.find(id);
+    if (it != shard.objects.end()) {
+      ObjectRef object = it->second;
+      co_await object->ready.wait();
+      if (object->gone) continue;
+      if (!object->open_status.is_ok()) co_return object->open_status;
+      ++object->pins;
+      shard.lru.splice(shard.lru.end(), shard.lru, object->lru_pos);
+      if (mode == Mode::kCreate) {
+        RangeLock::Guard whole = co_await object->lock.lock(0, UINT64_MAX, true);
+        if (object->gone) {
+          release(shard, *object);
+          continue;
+        }
+        Status st = co_await mark_dirty(shard, id, object_size);
+        if (st.is_ok()) st = co_await initialize(*object, object_size);
+        if (!st.is_ok()) {
+          release(shard, *object);
+          co_return io_failure(st, id, "create");
+        }
+      }
+      co_return object;
+    }
+
+    auto object = std::make_shared<Object>();
+    object->id = id;
+    shard.objects.emplace(id, object);
+    shard.lru.push_back(object.get());
+    object->lru_pos = std::prev(shard.lru.end());
+    Status st;
+    if (mode == Mode::kCreate) {
+      auto fd = co_await io_.open(object_path(id), O_RDWR | O_CREAT | O_EXCL);
+      bool fresh = fd.is_ok();
+      if (!fd && fd.status().code() == EEXIST) fd = co_await io_.open(object_path(id), O_RDWR);
+      if (fd) {
+        object->fd = *fd;
+        if (fresh) {
+          object_count_.fetch_add(1);
+          shard.dir_dirty = true;
+        }
+        st = co_await mark_dirty(shard, id, object_size);
+        if (st.is_ok()) st = co_await initialize(*object, object_size);
+      } else {
+        st = fd.status();
+      }
+    } else {
+      auto fd = co_await io_.open(object_path(id), O_RDWR);
+      if (fd) {
+        object->fd = *fd;
+        st = co_await load(*object);
+      } else {
+        st = fd.status().code() == ENOENT ? Status::error(ENOENT, "object " + id.to_hex() + " not found")
+                                 : fd.status();
+      }
+    }
+    object->open_status = st;
+    if (!st.is_ok()) {
+      object->gone = true;
+      if (object->fd >= 0) io_.close(object->fd);
+      object->fd = -1;
+      shard.lru.erase(object->lru_pos);
+      shard.objects.erase(id);
+      object->ready.set();
+      if (st.code() != ENOENT) (void)io_failure(st, id, "open");
+      co_return st;
+    }
+    object->ready.set();
+    ++object->pins;
+    co_await evict_if_needed(shard);
+    co_return object;
+  }
+}
+
+void LocalStore::release(Shard& shard, Object& object) {
+  (void)shard;
+  KELPIE_ASSERT(object.pins > 0);
+  if (--object.pins == 0 && object.gone && object.fd >= 0) {
+    io_.close(object.fd);  // removed while others still used the fd
+    object.fd = -1;
+  }
+}
+
+Task<void> LocalStore::evict_if_needed(Shard& shard) {
+  auto it = shard.lru.begin();
+  while (shard.objects.size() > shard.max_open && it != shard.lru.end()) {
+    Object* victim = *it++;
+    if (victim->pins > 0 || !victim->lock.idle() || !victim->ready.is_set()) continue;
+    ObjectRef keep = shard.objects[victim->id];
+    if (shard.dirty.contains(victim->id)) {
+      if (!shard.dirty[victim->id]) continue;  // its log record is still on the way
+      shard.dirty.erase(victim->id);
+      ++victim->pins;
+      Status st = co_await io_.datasync(victim->fd);
+      --victim->pins;
+      if (!st.is_ok()) {
+        failed_ = true;
+        KELPIE_LOG_CRITICAL("fdatasync of {} failed ({}); refusing writes from now on",
+                            victim->id.to_hex(), st.to_string());
+        co_return;
+      }
+      if (victim->pins > 0 || !victim->lock.idle() || victim->gone) {
+        it = shard.lru.begin();
+        continue;
+      }
+    }
+    victim->gone = true;
+    io_.close(victim->fd);
+    victim->fd = -1;
+    it = shard.lru.erase(victim->lru_pos);
+    shard.objects.erase(victim->id);
+  }
+}
+
+Task<Status> LocalStore::mark_dirty(Shard& shard, const ObjectId& id, uint32_t object_size) {
+  if (failed_) co_return Status::error(EIO, "store refuses writes after a failed fdatasync");
+  auto [it, inserted] = shard.dirty.try_emplace(id, false);
+  if (inserted) {
+    Status st = co_await shard.log->append({id, object_size});
+    if (!st.is_ok()) {
+      failed_ = true;
+      KELPIE_LOG_CRITICAL("dirty log write failed ({}); refusing writes", st.to_string());
+      co_return st;
+    }
+    auto again = shard.dirty.find(id);
+    if (again != shard.dirty.end()) again->second = true;
+    shard.logged.set();
+    shard.logged.reset();
+    co_return Status::ok();
+  }
+  while (true) {
+    auto found = shard.dirty.find(id);
+    if (found == shard.dirty.end() || found->second) co_return Status::ok();
+    co_await shard.logged.wait();
+  }
+}
+
+// ---- data operations -------------------------------------------------------------
+
+namespace {
+// Runs `work` on `owner` and comes back to the caller's reactor.
+Task<Status> on_reactor(Reactor& owner, Task<Status> work) {
+  Reactor* home = Reactor::current();
+  co_await switch_to(owner);
+  Status st = co_await std::move(work);
+  co_await switch_to(*home);
+  co_return st;
+}
+
+// Pins an object for the scope of an operation.
+template <typename Release>
+struct PinGuard {
+  Release release;
+  ~PinGuard() { release(); }
+};
+template <typename Release>
+PinGuard(Release) -> PinGuard<Release>;
+}  // namespace
+
+Task<Status> LocalStore::read(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
+  return on_reactor(owner(id), read_local(id, offset, out));
+}
+Task<Status> LocalStore::write(ObjectId id, uint64_t offset, std::span<const uint8_t> data,
+                               WriteOptions options) {
+  return on_reactor(owner(id), write_local(id, offset, data, options));
+}
+Task<Status> LocalStore::zero(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
+  return on_reactor(owner(id), zero_local(id, offset, length, fua));
+}
+Task<Status> LocalStore::remove(ObjectId id) { return on_reactor(owner(id), remove_local(id)); }
+
+Task<Status> LocalStore::read_verified(Object& object, uint64_t first_block, std::span<uint8_t> out) {
+  KELPIE_ASSERT(out.size() % kBlockSize == 0);
+  auto n = co_await io_.read(object.fd, out, kDataOffset + first_block * kBlockSize);
+  if (!n) co_return io_failure(n.status(), object.id, "read");
+  if (*n < out.size()) std::memset(out.data() + *n, 0, out.size() - *n);
+  for (size_t b = 0; b < out.size() / kBlockSize; ++b) {
+    uint32_t computed = crc32c(out.data() + b * kBlockSize, kBlockSize);
+    if (!block_crc_matches(object.crcs[first_block + b], computed)) {
+      KELPIE_LOG_ERROR("object {}: checksum mismatch in block {} (stored {:08x}, data {:08x}); "
+                       "returning EIO", object.id.to_hex(), first_block + b,
+                       object.crcs[first_block + b], computed);
+      co_return Status::error(EIO, "checksum mismatch in object " + object.id.to_hex());
+    }
+  }
+  co_return Status::ok();
+}
+
+Task<Status> LocalStore::read_local(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
+  Shard& shard = shard_of(id);
+  while (true) {
+    auto ref = co_await acquire(shard, id, Mode::kExisting, 0);
+    if (!ref) co_return ref.status();
+    Object& object = **ref;
+    PinGuard pin{[&] { release(shard, object); }};
+    if (offset + out.size() > object.object_size) {
+      co_return Status::error(EINVAL, "read past the end of object " + id.to_hex());
+    }
+    if (out.empty()) co_return Status::ok();
+    uint64_t first = offset / kBlockSize;
+    uint64_t count = blocks_in(offset, out.size());
+    RangeLock::Guard guard = co_await object.lock.lock(first, first + count - 1, false);
+    if (object.gone) continue;
+    if (offset % kBlockSize == 0 && out.size() % kBlockSize == 0) {
+      co_return co_await read_verified(object, first, out);
+    }
+    Buffer staging = Buffer::get(count * kBlockSize);
+    Status st = co_await read_verified(object, first, staging.span());
+    if (st.is_ok()) std::memcpy(out.data(), staging.data() + offset % kBlockSize, out.size());
+    co_return st;
+  }
+}
+
+Task<Status> LocalStore::write_blocks(Shard& shard, Object& object, uint64_t offset,
+                                      std::span<const uint8_t> data, bool fua) {
+  uint64_t first = offset / kBlockSize;
+  uint64_t count = blocks_in(offset, data.size());
+  std::span<const uint8_t> blocks = data;
+  Buffer staging;
+  if (offset % kBlockSize != 0 || data.size() % kBlockSize != 0) {
+    // Read-modify-write of the partial edge blocks, verified like any read.
+    staging = Buffer::get(count * kBlockSize);
+    Status st = co_await read_verified(object, first, std::span<uint8_t>(staging.data(), kBlockSize));
+    if (st.is_ok() && count > 1) {
+      st = co_await read_verified(
+          object, first + count - 1,
+          std::span<uint8_t>(staging.data() + (count - 1) * kBlockSize, kBlockSize));
+    }
+    if (!st.is_ok()) co_return st;
+    std::memcpy(staging.data() + offset % kBlockSize, data.data(), data.size());
+    blocks = std::span<const uint8_t>(staging.data(), count * kBlockSize);
+  }
+  Buffer table = Buffer::get(count * 4);
+  for (uint64_t b = 0; b < count; ++b) {
+    uint32_t crc = crc32c(blocks.data() + b * kBlockSize, kBlockSize);
+    put_le32(table.data() + 4 * b, crc);
+  }
+  Status st = co_await mark_dirty(shard, object.id, object.object_size);
+  if (st.is_ok()) st = co_await io_.write(object.fd, blocks, kDataOffset + first * kBlockSize, fua);
+  if (st.is_ok()) st = co_await io_.write(object.fd, table.span(), kCrcTableOffset + first * 4, fua);
+  // Whatever happened, the table in memory follows what we asked the disk to hold.
+  for (uint64_t b = 0; b < count; ++b) object.crcs[first + b] = get_le32(table.data() + 4 * b);
+  if (!st.is_ok()) co_return io_failure(st, object.id, "write");
+  co_return Status::ok();
+}
+
+Task<Status> LocalStore::write_local(ObjectId id, uint64_t offset, std::span<const uint8_t> data,
+                                     WriteOptions options) {
+  Shard& shard = shard_of(id);
+  while (true) {
+    auto ref = co_await acquire(shard, id, options.create ? Mode::kCreate : Mode::kExisting,
+                                options.object_size);
+    if (!ref) co_return ref.status();
+    options.create = false;  // a retry must not wipe what another writer just wrote
+    Object& object = **ref;
+    PinGuard pin{[&] { release(shard, object); }};
+    if (offset + data.size() > object.object_size) {
+      co_return Status::error(EINVAL, "write past the end of object " + id.to_hex());
+    }
+    if (data.empty()) co_return Status::ok();
+    uint64_t first = offset / kBlockSize;
+    RangeLock::Guard guard =
+        co_await object.lock.lock(first, first + blocks_in(offset, data.size()) - 1, true);
+    if (object.gone) continue;
+    Status st = co_await write_blocks(shard, object, offset, data, options.fua);
+    if (st.is_ok() && options.fua && shard.dir_dirty) st = co_await io_.datasync(shard.dir_fd);
+    co_return st;
+  }
+}
+
+Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
+  Shard& shard = shard_of(id);
+  while (true) {
+    auto ref = co_await acquire(shard, id, Mode::kExisting, 0);
+    if (!ref) co_return ref.status();
+    Object& object = **ref;
+    PinGuard pin{[&] { release(shard, object); }};
+    if (offset + length > object.object_size) {
+      co_return Status::error(EINVAL, "zero past the end of object " + id.to_hex());
+    }
+    if (length == 0) co_return Status::ok();
+    uint64_t first = offset / kBlockSize;
+    RangeLock::Guard guard =
+        co_await object.lock.lock(first, first + blocks_in(offset, length) - 1, true);
+    if (object.gone) continue;
+    Status st = co_await mark_dirty(shard, id, object.object_size);
+    if (!st.is_ok()) co_return st;
+    uint64_t whole_first = (offset + kBlockSize - 1) / kBlockSize;
+    uint64_t whole_end = (offset + length) / kBlockSize;
+    if (whole_end > whole_first) {  // whole blocks: zero in place, crc 0 = "reads as zeros"
+      uint64_t n = whole_end - whole_first;
+      st = co_await io_.fallocate(object.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                                  kDataOffset + whole_first * kBlockSize, n * kBlockSize);
+      Buffer table = Buffer::get(n * 4);
+      std::memset(table.data(), 0, n * 4);
+      if (st.is_ok()) st = co_await io_.write(object.fd, table.span(), kCrcTableOffset + whole_first * 4, false);
+      for (uint64_t b = whole_first; b < whole_end; ++b) object.crcs[b] = 0;
+      if (!st.is_ok()) co_return io_failure(st, id, "zero");
+    }
+    static const std::vector<uint8_t> zeros(kBlockSize, 0);
+    uint64_t head_end = std::min(offset + length, whole_first * kBlockSize);
+    if (whole_end <= whole_first) head_end = offset + length;  // inside one or two blocks
+    for (uint64_t pos = offset; pos < head_end;) {  // partial edge before the whole blocks
+      uint64_t n = std::min<uint64_t>(head_end - pos, kBlockSize - pos % kBlockSize);
+      st = co_await write_blocks(shard, object, pos, std::span(zeros.data(), n), false);
+      if (!st.is_ok()) co_return st;
+      pos += n;
+    }
+    uint64_t tail_start = std::max(whole_end * kBlockSize, head_end);
+    if (tail_start < offset + length) {
+      st = co_await write_blocks(shard, object, tail_start,
+                                 std::span(zeros.data(), offset + length - tail_start), false);
+      if (!st.is_ok()) co_return st;
+    }
+    if (fua) st = co_await io_.datasync(object.fd);
+    co_return st;
+  }
+}
+
+Task<Status> LocalStore::remove_local(ObjectId id) {
+  Shard& shard = shard_of(id);
+  while (true) {
+    auto ref = co_await acquire(shard, id, Mode::kExisting, 0);
+    if (!ref) co_return ref.status().code() == ENOENT ? Status::ok() : ref.status();
+    Object& object = **ref;
+    PinGuard pin{[&] { release(shard, object); }};
+    RangeLock::Guard guard = co_await object.lock.lock(0, UINT64_MAX, true);
+    if (object.gone) continue;
+    // Logged like a write: if the unlink outlives a crash but the map entry that
+    // dropped it does not, recovery recreates zeros instead of leaving a hole.
+    Status st = co_await mark_dirty(shard, id, object.object_size);
+    if (st.is_ok()) st = co_await io_.unlink(object_path(id));
+    if (!st.is_ok()) co_return io_failure(st, id, "remove");
+    object.gone = true;
+    shard.dirty.erase(id);
+    shard.dir_dirty = true;
+    shard.lru.erase(object.lru_pos);
+    ObjectRef keep = shard.objects[id];
+    shard.objects.erase(id);
+    object_count_.fetch_sub(1);
+    co_return Status::ok();
+  }
+}
+
+Task<Status> LocalStore::create_from(ObjectId dst, ObjectId src) {
+  KELPIE_ASSERT(dst.placement_hash() == src.placement_hash());  // same shard, local copy
+  Shard& shard = shard_of(src);
+  Reactor* home = Reactor::current();
+  co_await switch_to(*shard.reactor);
+  Status st;
+  {
+    auto source = co_await acquire(shard, src, Mode::kExisting, 0);
+    if (!source) {
+      co_await switch_to(*home);
+      co_return source.status();
+    }
+    Object& from = **source;
+    PinGuard pin{[&] { release(shard, from); }};
+    RangeLock::Guard read_guard = co_await from.lock.lock(0, UINT64_MAX, false);
+    auto target = co_await acquire(shard, dst, Mode::kCreate, from.object_size);
+    if (!target) {
+      st = target.status();
+    } else {
+      Object& to = **target;
+      PinGuard pin_to{[&] { release(shard, to); }};
+      RangeLock::Guard write_guard = co_await to.lock.lock(0, UINT64_MAX, true);
+      constexpr uint64_t kChunk = uint64_t{1} << 20;
+      Buffer chunk = Buffer::get(std::min<uint64_t>(kChunk, from.object_size));
+      for (uint64_t off = 0; off < from.object_size && st.is_ok(); off += chunk.size()) {
+        uint64_t first = off / kBlockSize, n = chunk.size() / kBlockSize;
+        bool unwritten = true;
+        for (uint64_t b = first; b < first + n; ++b) unwritten = unwritten && from.crcs[b] == 0;
+        if (unwritten) continue;  // leave zeros as holes
+        st = co_await read_verified(from, first, chunk.span());
+        if (st.is_ok()) st = co_await write_blocks(shard, to, off, chunk.span(), false);
+      }
+    }
+  }
+  co_await switch_to(*home);
+  co_return st;
+}
+
+Task<Status> LocalStore::flush_shard(Shard& shard) {
+  AsyncMutex::Guard serial = co_await shard.flush_mutex.lock();
+  if (failed_) co_return Status::error(EIO, "store refuses writes after a failed fdatasync");
+  std::vector<ObjectRef> targets;
+  for (auto it = shard.dirty.begin(); it != shard.dirty.end();) {
+    if (!it->second) {  // a write still on its way; not covered by this flush
+      ++it;
+      continue;
+    }
+    auto found = shard.objects.find(it->first);
+    if (found != shard.objects.end() && !found->second->gone) {
+      ++found->second->pins;
+      targets.push_back(found->second);
+    }
+    it = shard.dirty.erase(it);
+  }
+  std::vector<Task<Status>> syncs;
+  for (auto& object : targets) syncs.push_back(io_.datasync(object->fd));
+  if (shard.dir_dirty) {
+    shard.dir_dirty = false;
+    syncs.push_back(io_.datasync(shard.dir_fd));
+  }
+  Status st = co_await when_all(std::move(syncs));
+  for (auto& object : targets) release(shard, *object);
+  if (!st.is_ok()) {
+    failed_ = true;
+    KELPIE_LOG_CRITICAL("fdatasync failed ({}); the kernel may have dropped dirty pages, so this "
+                        "node refuses writes from now on", st.to_string());
+    co_return Status::error(EIO, "fdatasync failed");
+  }
+  if (shard.dirty.empty() && !shard.log->busy()) {
+    Status reset = shard.log->reset();
+    if (!reset.is_ok()) KELPIE_LOG_WARN("dirty log reset failed: {}", reset.to_string());
+  }
+  co_return Status::ok();
+}
+
+Task<Status> LocalStore::flush() {
+  std::vector<Task<Status>> tasks;
+  for (auto& shard : shards_) tasks.push_back(on_reactor(*shard->reactor, flush_shard(*shard)));
+  co_return co_await when_all(std::move(tasks));
+}
+
+}  // namespace kelpie

@@ -1,0 +1,44 @@
+// The layout of one object file in the data directory (docs/format.md).
+//
+//   [0, 4 KiB)              header: magic, format version, object id, object size, crc
+//   [4 KiB, 68 KiB)         crc32c table: one little-endian u32 per 4 KiB data block
+//   [68 KiB, 68 KiB + size) data
+//
+// A crc entry of 0 means "never written": the block must read as zeros. Files are
+// preallocated at creation so an overwrite never meets ENOSPC half-way.
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+#include "common/status.h"
+#include "engine/object_id.h"
+
+namespace kelpie {
+
+constexpr uint64_t kBlockSize = 4096;
+constexpr uint64_t kMaxObjectSize = uint64_t{64} << 20;
+constexpr uint64_t kHeaderSize = 4096;
+constexpr uint64_t kCrcTableOffset = kHeaderSize;
+constexpr uint64_t kCrcTableSize = kMaxObjectSize / kBlockSize * 4;  // 64 KiB
+constexpr uint64_t kDataOffset = kCrcTableOffset + kCrcTableSize;
+constexpr uint32_t kObjectFormatVersion = 1;
+
+struct ObjectHeader {
+  ObjectId id;
+  uint32_t object_size = 0;
+};
+
+// Encodes into the first 64 bytes of `out` (rest untouched; callers pass zeros).
+void encode_object_header(const ObjectHeader& header, std::span<uint8_t> out);
+// EINVAL on bad magic, version or crc; the message says which.
+Result<ObjectHeader> decode_object_header(std::span<const uint8_t> in);
+
+// CRC32C of a 4 KiB block of zeros.
+uint32_t zero_block_crc();
+// True when `stored` vouches for a block whose crc computed to `computed`.
+inline bool block_crc_matches(uint32_t stored, uint32_t computed) {
+  return stored == computed || (stored == 0 && computed == zero_block_crc());
+}
+
+}  // namespace kelpie

@@ -1,0 +1,2 @@
+kelpie_unit_test(object_id_test kelpie_engine)
+kelpie_unit_test(local_store_test kelpie_engine)

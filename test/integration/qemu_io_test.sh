@@ -16,7 +16,7 @@ qio() {
   for c in "$@"; do args+=(-c "$c"); done
   if ! out=$(qemu-io -f raw "${args[@]}" "$uri" 2>&1) || grep -qiE 'fail|error' <<<"$out"; then
     echo "$out" >&2
-    fail "qemu-io on $uri: ${*}"
+    fail "$PHASE: qemu-io on $uri: ${*}"
   fi
 }
 
@@ -40,6 +40,7 @@ check_all() {
   qio "$uri" "${cmds[@]}"
 }
 
+PHASE="fresh VDI"
 start_kelpied qemu_io
 kcli vdi create disk $SIZE
 URI="$KD_URI_BASE/disk"
@@ -52,6 +53,7 @@ for r in "${REGIONS[@]}"; do
   read -r pat off len <<<"$r"
   write_cmds+=("write -P $pat $off $len")
 done
+PHASE="after writes"
 qio "$URI" "${write_cmds[@]}"
 check_all "$URI"
 check_all "$UNIX_URI"
@@ -63,6 +65,7 @@ check_all "$URI"
 
 stop_kelpied
 restart_kelpied
+PHASE="after a clean restart"
 check_all "$URI"
 
 # Written and flushed (qemu-io flushes on close), then kill -9.
@@ -70,6 +73,7 @@ REGIONS+=("0x55 $((30 * M - 1)) 4099")
 qio "$URI" "write -P 0x55 $((30 * M - 1)) 4099"
 kill9_kelpied
 restart_kelpied
+PHASE="after kill -9 following flushed writes"
 check_all "$URI"
 
 # Acknowledged but never flushed: the client writes, gets the reply, and kills
@@ -84,5 +88,6 @@ os.kill(int(sys.argv[2]), signal.SIGKILL)
 PY
 kill9_kelpied
 restart_kelpied
-check_all "$URI" || fail "acknowledged write lost after kill -9"
+PHASE="after kill -9 following an acknowledged, unflushed write"
+check_all "$URI"
 echo PASS

@@ -98,7 +98,8 @@ nlohmann::json error_reply(const Status& status) {
 
 Result<HostPort> parse_host_port(std::string_view text) {
   auto bad = [&] {
-    return Status::error(EINVAL, "invalid address '" + std::string(text) + "' (expected HOST:PORT)");
+    return Status::error(EINVAL,
+                         "invalid address '" + std::string(text) + "' (expected HOST:PORT)");
   };
   size_t colon = text.rfind(':');
   if (colon == std::string_view::npos || colon == 0 || colon + 1 == text.size()) return bad();

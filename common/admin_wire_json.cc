@@ -124,12 +124,11 @@ Result<NodeSummary> node_from_json(const json& object) {
     const char* key;
     std::string* out;
   };
-  for (StringField field : {StringField{"version", &node.version},
-                            StringField{"node_uuid", &node.node_uuid},
-                            StringField{"data_dir", &node.data_dir},
-                            StringField{"nbd_tcp", &node.nbd_tcp},
-                            StringField{"nbd_unix", &node.nbd_unix},
-                            StringField{"admin_address", &node.admin_address}}) {
+  for (StringField field :
+       {StringField{"version", &node.version}, StringField{"node_uuid", &node.node_uuid},
+        StringField{"data_dir", &node.data_dir}, StringField{"nbd_tcp", &node.nbd_tcp},
+        StringField{"nbd_unix", &node.nbd_unix},
+        StringField{"admin_address", &node.admin_address}}) {
     Result<std::string> value = json_string_field(object, field.key);
     if (!value) return value.status();
     *field.out = std::move(*value);

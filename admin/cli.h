@@ -1,0 +1,66 @@
+// Internals of the `kelpie` admin CLI (admin/cli_main.cc is the entry point).
+//
+// Contract:
+//  - parse_cli_args() splits argv into options and positional words. It only fails
+//    on usage errors (unknown option, option without its value), which exit 2.
+//  - Each run_* command receives its positional arguments (after "vdi create" etc.),
+//    already counted against the command's usage, prints its result on stdout and
+//    returns a Status whose message is the one line printed as "kelpie: <message>"
+//    (exit 1). Messages are the daemon's own when it refused the request.
+//  - Output: tables and "key: value" lines for people, --json for programs (field
+//    names are those of common/admin_wire.h; byte counts are integers).
+#pragma once
+
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "daemon/node_control.h"
+
+namespace kelpie::cli {
+
+inline constexpr int kExitOk = 0;
+inline constexpr int kExitError = 1;
+inline constexpr int kExitUsage = 2;
+inline constexpr const char* kDefaultAddress = "127.0.0.1:7000";
+
+struct CliInvocation {
+  std::string address;  // --addr, else $KELPIE_ADDR, else kDefaultAddress
+  bool json = false;
+  bool help = false;
+  bool version = false;
+  std::optional<std::string> object_size;
+  std::vector<std::string> words;         // command words and their arguments
+  std::vector<std::string> options_seen;  // "--json", "--object-size": checked per command
+};
+
+// `env_address` is $KELPIE_ADDR or nullptr.
+Result<CliInvocation> parse_cli_args(int argc, char** argv, const char* env_address);
+const char* usage_text();
+
+using Args = std::span<const std::string>;
+
+// Admin commands (cli_commands.cc).
+Status run_vdi_create(const CliInvocation& cli, Args args);
+Status run_vdi_list(const CliInvocation& cli, Args args);
+Status run_vdi_info(const CliInvocation& cli, Args args);
+Status run_vdi_delete(const CliInvocation& cli, Args args);
+Status run_vdi_resize(const CliInvocation& cli, Args args);
+Status run_node_info(const CliInvocation& cli, Args args);
+
+// Data commands over NBD (cli_data.cc).
+Status run_vdi_read(const CliInvocation& cli, Args args);
+Status run_vdi_write(const CliInvocation& cli, Args args);
+
+// Output (cli_output.cc). All write to stdout; flush_stdout() reports a failure.
+void print_vdi_table(const std::vector<VdiSummary>& vdis);
+void print_vdi_info(const VdiSummary& vdi);
+void print_node_info(const NodeSummary& node);
+Status flush_stdout();
+
+// Writes all of `length` bytes to fd 1, retrying EINTR and short writes.
+Status write_stdout(const void* data, size_t length);
+
+}  // namespace kelpie::cli

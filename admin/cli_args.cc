@@ -1,0 +1,92 @@
+#include <string_view>
+
+#include "admin/cli.h"
+
+namespace kelpie::cli {
+namespace {
+
+Status usage_error(std::string message) { return Status::error(EINVAL, std::move(message)); }
+
+}  // namespace
+
+const char* usage_text() {
+  return "usage: kelpie [--addr HOST:PORT] COMMAND [ARGS...]\n"
+         "\n"
+         "Commands:\n"
+         "  vdi create NAME SIZE [--object-size 4M]  create a VDI (object size 1M..64M)\n"
+         "  vdi list [--json]                        list VDIs\n"
+         "  vdi info NAME [--json]                   show one VDI\n"
+         "  vdi delete NAME                          delete a VDI and its data\n"
+         "  vdi resize NAME SIZE                     grow or shrink a VDI\n"
+         "  vdi read NAME [OFFSET [LEN]]             copy VDI bytes to stdout\n"
+         "  vdi write NAME [OFFSET]                  copy stdin into the VDI\n"
+         "  node info [--json]                       show the daemon\n"
+         "\n"
+         "Options:\n"
+         "  --addr HOST:PORT  kelpied admin address (default $KELPIE_ADDR, else 127.0.0.1:7000)\n"
+         "  --json            machine-readable output\n"
+         "  --help            this text\n"
+         "\n"
+         "SIZE, OFFSET and LEN take K/M/G/T suffixes (powers of 1024); VDI sizes must be\n"
+         "multiples of 512 bytes. Errors are one line on stderr; exit status 1, or 2 for\n"
+         "usage errors.\n";
+}
+
+Result<CliInvocation> parse_cli_args(int argc, char** argv, const char* env_address) {
+  CliInvocation cli;
+  std::optional<std::string> address;
+  bool options_done = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view arg = argv[i];
+    if (options_done || arg.size() < 2 || arg[0] != '-') {
+      cli.words.emplace_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      options_done = true;
+      continue;
+    }
+    std::string_view name = arg;
+    std::optional<std::string> inline_value;
+    if (size_t eq = arg.find('='); arg.starts_with("--") && eq != std::string_view::npos) {
+      name = arg.substr(0, eq);
+      inline_value = std::string(arg.substr(eq + 1));
+    }
+    // Takes the option's value from "--name=value" or the next argument.
+    auto value = [&]() -> Result<std::string> {
+      if (inline_value) return *inline_value;
+      if (i + 1 >= argc) return usage_error("option " + std::string(name) + " needs a value");
+      return std::string(argv[++i]);
+    };
+    if (name == "--help" || name == "-h") {
+      cli.help = true;
+    } else if (name == "--version") {
+      cli.version = true;
+    } else if (name == "--json") {
+      if (inline_value) return usage_error("option --json takes no value");
+      cli.json = true;
+      cli.options_seen.emplace_back(name);
+    } else if (name == "--addr") {
+      Result<std::string> text = value();
+      if (!text) return text.status();
+      address = *text;
+    } else if (name == "--object-size") {
+      Result<std::string> text = value();
+      if (!text) return text.status();
+      cli.object_size = *text;
+      cli.options_seen.emplace_back(name);
+    } else {
+      return usage_error("unknown option '" + std::string(arg) + "' (try 'kelpie --help')");
+    }
+  }
+  if (address) {
+    cli.address = *address;
+  } else if (env_address != nullptr && *env_address != '\0') {
+    cli.address = env_address;
+  } else {
+    cli.address = kDefaultAddress;
+  }
+  return cli;
+}
+
+}  // namespace kelpie::cli

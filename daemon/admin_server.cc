@@ -1,0 +1,305 @@
+#include "daemon/admin_server.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <exception>
+#include <limits>
+
+#include "common/admin_wire.h"
+#include "common/log.h"
+
+namespace kelpie {
+namespace {
+
+using nlohmann::json;
+
+// Request fields are the client's input: a bad one is EINVAL, not a wire error.
+template <typename T>
+Result<T> request_field(Result<T> field) {
+  if (!field) return Status::error(EINVAL, "invalid request: " + field.status().message());
+  return field;
+}
+
+Result<json> ok_with(json payload) {
+  payload["ok"] = true;
+  return payload;
+}
+
+Result<json> do_create(NodeControl& control, const json& request) {
+  Result<std::string> name = request_field(json_string_field(request, "name"));
+  if (!name) return name.status();
+  Result<uint64_t> size = request_field(json_u64_field(request, "size"));
+  if (!size) return size.status();
+  uint64_t object_shift = 22;
+  if (request.contains("object_shift")) {
+    Result<uint64_t> shift = request_field(json_u64_field(request, "object_shift"));
+    if (!shift) return shift.status();
+    object_shift = *shift;
+  }
+  if (object_shift > std::numeric_limits<uint32_t>::max()) {
+    return Status::error(EINVAL, "invalid object_shift " + std::to_string(object_shift));
+  }
+  Result<VdiSummary> vdi = control.create_vdi(*name, *size, static_cast<uint32_t>(object_shift));
+  if (!vdi) return vdi.status();
+  KELPIE_LOG_INFO("admin: created VDI '{}' ({} bytes, object shift {})", *name, *size,
+                  object_shift);
+  return ok_with(vdi_to_json(*vdi));
+}
+
+Result<json> do_delete(NodeControl& control, const json& request) {
+  Result<std::string> name = request_field(json_string_field(request, "name"));
+  if (!name) return name.status();
+  if (Status status = control.delete_vdi(*name); !status) return status;
+  KELPIE_LOG_INFO("admin: deleted VDI '{}'", *name);
+  return ok_with(json::object());
+}
+
+Result<json> do_resize(NodeControl& control, const json& request) {
+  Result<std::string> name = request_field(json_string_field(request, "name"));
+  if (!name) return name.status();
+  Result<uint64_t> size = request_field(json_u64_field(request, "size"));
+  if (!size) return size.status();
+  if (Status status = control.resize_vdi(*name, *size); !status) return status;
+  KELPIE_LOG_INFO("admin: resized VDI '{}' to {} bytes", *name, *size);
+  return ok_with(json::object());
+}
+
+Result<json> do_info(NodeControl& control, const json& request) {
+  Result<std::string> name = request_field(json_string_field(request, "name"));
+  if (!name) return name.status();
+  Result<VdiSummary> vdi = control.vdi_info(*name);
+  if (!vdi) return vdi.status();
+  return ok_with(vdi_to_json(*vdi));
+}
+
+Result<json> do_list(NodeControl& control, const json&) {
+  json vdis = json::array();
+  for (const VdiSummary& vdi : control.list_vdis()) vdis.push_back(vdi_to_json(vdi));
+  return ok_with({{"vdis", std::move(vdis)}});
+}
+
+Result<json> do_node_info(NodeControl& control, const json&) {
+  return ok_with(node_to_json(control.node_info()));
+}
+
+struct Operation {
+  const char* name;
+  Result<json> (*run)(NodeControl&, const json&);
+};
+
+constexpr Operation kOperations[] = {
+    {"vdi.create", do_create}, {"vdi.delete", do_delete}, {"vdi.resize", do_resize},
+    {"vdi.info", do_info},     {"vdi.list", do_list},     {"node.info", do_node_info},
+};
+
+Result<json> dispatch(NodeControl& control, const json& request) {
+  Result<std::string> op = json_string_field(request, "op");
+  if (!op) return Status::error(EINVAL, "request has no 'op' string");
+  for (const Operation& operation : kOperations) {
+    if (*op == operation.name) return operation.run(control, request);
+  }
+  return Status::error(EINVAL, "unknown operation '" + *op + "'");
+}
+
+void set_timeout(int fd, int option, int seconds) {
+  timeval timeout{seconds, 0};
+  (void)::setsockopt(fd, SOL_SOCKET, option, &timeout, sizeof(timeout));
+}
+
+// Closing a socket with unread input sends a RST, which can destroy the reply
+// still queued for the peer. Half-close, then read and discard a bounded amount
+// so the peer gets to read the reply first.
+void drain_before_close(int fd) {
+  (void)::shutdown(fd, SHUT_WR);
+  set_timeout(fd, SO_RCVTIMEO, 1);
+  char discard[64 * 1024];
+  for (size_t drained = 0; drained < 2 * kMaxAdminMessageBytes;) {
+    ssize_t n = ::recv(fd, discard, sizeof(discard), 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    drained += static_cast<size_t>(n);
+  }
+}
+
+}  // namespace
+
+AdminServer::AdminServer(NodeControl& control, std::string listen_address)
+    : control_(control), listen_address_(std::move(listen_address)) {}
+
+AdminServer::~AdminServer() { stop(); }
+
+json AdminServer::handle_request(NodeControl& control, const json& request) {
+  try {
+    Result<json> reply = dispatch(control, request);
+    return reply ? std::move(*reply) : error_reply(reply.status());
+  } catch (const std::exception& error) {
+    // A bug below us must not take the daemon down through an admin thread.
+    KELPIE_LOG_ERROR("admin: request failed with exception: {}", error.what());
+    return error_reply(Status::error(EIO, std::string("internal error: ") + error.what()));
+  }
+}
+
+Status AdminServer::start() {
+  KELPIE_ASSERT(listen_fd_ < 0);
+  Result<HostPort> address = parse_host_port(listen_address_);
+  if (!address) return address.status();
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  addrinfo* addresses = nullptr;
+  std::string port_text = std::to_string(address->port);
+  if (int rc = ::getaddrinfo(address->host.c_str(), port_text.c_str(), &hints, &addresses)) {
+    return Status::error(
+        EINVAL, "cannot resolve admin address '" + listen_address_ + "': " + ::gai_strerror(rc));
+  }
+  int error_number = EADDRNOTAVAIL;
+  for (addrinfo* ai = addresses; ai != nullptr && listen_fd_ < 0; ai = ai->ai_next) {
+    int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+      error_number = errno;
+      continue;
+    }
+    int one = 1;
+    (void)::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, 64) == 0) {
+      listen_fd_ = fd;
+    } else {
+      error_number = errno;
+      ::close(fd);
+    }
+  }
+  ::freeaddrinfo(addresses);
+  if (listen_fd_ < 0) {
+    return Status::error(error_number, "cannot listen on admin address " + listen_address_ + ": " +
+                                           std::strerror(error_number));
+  }
+  sockaddr_storage bound{};
+  socklen_t bound_length = sizeof(bound);
+  KELPIE_ASSERT(::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&bound), &bound_length) == 0);
+  bound_port_ =
+      ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                        : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC);
+  if (wake_fd_ < 0) {
+    int saved = errno;
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    return Status::error(saved, std::string("admin server eventfd: ") + std::strerror(saved));
+  }
+  stopping_ = false;
+  accept_thread_ = std::thread([this] { accept_loop(); });
+  KELPIE_LOG_INFO("admin: listening on {} (port {})", listen_address_, bound_port_);
+  return Status::ok();
+}
+
+void AdminServer::stop() {
+  if (listen_fd_ < 0) return;
+  stopping_ = true;
+  uint64_t one = 1;
+  (void)!::write(wake_fd_, &one, sizeof(one));
+  accept_thread_.join();
+  {
+    std::lock_guard lock(mutex_);
+    // Wakes every serving thread out of recv/send; each then closes its own fd.
+    for (Connection& connection : connections_) {
+      if (connection.fd >= 0) ::shutdown(connection.fd, SHUT_RDWR);
+    }
+  }
+  for (Connection& connection : connections_) connection.thread.join();
+  connections_.clear();
+  ::close(listen_fd_);
+  ::close(wake_fd_);
+  listen_fd_ = -1;
+  wake_fd_ = -1;
+}
+
+void AdminServer::accept_loop() {
+  while (!stopping_) {
+    pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
+    if (::poll(fds, 2, -1) < 0) {
+      KELPIE_ASSERT(errno == EINTR);
+      continue;
+    }
+    if (fds[1].revents != 0) break;
+    if (fds[0].revents == 0) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EINTR || errno == EAGAIN || errno == ECONNABORTED) continue;
+      // Out of fds or memory: back off instead of spinning on a ready listener.
+      KELPIE_LOG_WARN("admin: accept failed: {}", std::strerror(errno));
+      pollfd wake = {wake_fd_, POLLIN, 0};
+      (void)::poll(&wake, 1, 100);
+      continue;
+    }
+    set_timeout(fd, SO_RCVTIMEO, kIdleTimeoutS);
+    set_timeout(fd, SO_SNDTIMEO, kSendTimeoutS);
+    std::lock_guard lock(mutex_);
+    reap_finished_locked();
+    if (connections_.size() >= kMaxConnections) {
+      KELPIE_LOG_WARN("admin: refusing connection, {} already open", connections_.size());
+      (void)send_admin_message(fd, error_reply(Status::error(EBUSY, "too many admin connections")));
+      ::close(fd);
+      continue;
+    }
+    Connection& connection = connections_.emplace_back();
+    connection.fd = fd;
+    connection.thread = std::thread([this, &connection] { serve(&connection); });
+  }
+}
+
+void AdminServer::reap_finished_locked() {
+  for (auto it = connections_.begin(); it != connections_.end();) {
+    if (it->done) {
+      it->thread.join();  // already returned or about to: it only unlocks mutex_ and exits
+      it = connections_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void AdminServer::serve(Connection* connection) {
+  int fd = connection->fd;  // only this thread closes it, so no lock is needed to read
+  while (!stopping_) {
+    Result<json> request = recv_admin_message(fd);
+    json reply;
+    if (request) {
+      reply = handle_request(control_, *request);
+    } else if (request.status().code() == EBADMSG || request.status().code() == EMSGSIZE) {
+      reply = error_reply(request.status());
+    } else {
+      if (request.status().code() != EPIPE) {
+        KELPIE_LOG_DEBUG("admin: connection ends: {}", request.status().to_string());
+      }
+      break;
+    }
+    Status sent = send_admin_message(fd, reply);
+    if (!sent && sent.code() == EMSGSIZE) {
+      sent = send_admin_message(fd, error_reply(Status::error(EMSGSIZE, "reply too large")));
+    }
+    if (!sent) {
+      KELPIE_LOG_DEBUG("admin: reply not sent: {}", sent.to_string());
+      break;
+    }
+    // After an oversized frame the unread body makes the stream unusable.
+    if (!request && request.status().code() == EMSGSIZE) {
+      drain_before_close(fd);
+      break;
+    }
+  }
+  std::lock_guard lock(mutex_);
+  ::close(fd);
+  connection->fd = -1;
+  connection->done = true;
+}
+
+}  // namespace kelpie

@@ -226,7 +226,7 @@ void AdminServer::accept_loop() {
   while (!stopping_) {
     pollfd fds[2] = {{listen_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
     if (::poll(fds, 2, -1) < 0) {
-      KELPIE_ASSERT(errno == EINTR);
+      if (errno != EINTR) KELPIE_LOG_WARN("admin: poll failed: {}", std::strerror(errno));
       continue;
     }
     if (fds[1].revents != 0) break;

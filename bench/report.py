@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""Summarises a bench/run.sh results directory as tables.
+
+    bench/report.py RESULTS_DIR [--markdown]
+
+RESULTS_DIR holds meta.json (servers, jobs, rounds, memory figures) and, per
+job, JOB/SERVER-rROUND.json (fio --output-format=json, run with
+--lat_percentiles=1 so that completion-latency percentiles include submission)
+plus JOB/SERVER-rROUND.cpu ("cpu-ticks ticks-per-second wall-ms" of the
+server process while fio ran). A missing JSON is a failed run: the cell shows
+"FAIL" when no round succeeded, and "n=K" counts the rounds that did.
+
+Each figure is the median over rounds. "kelpied/best" is kelpied's IOPS over
+the better reference's (qemu-nbd or nbdkit); > 1 means kelpied is faster.
+"spread" is (max - min) / median of a server's IOPS across rounds: a rough
+gauge of the noise on this machine.
+"""
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+REFERENCES = ("qemu-nbd", "nbdkit")
+
+
+def load_fio(path):
+    """One fio JSON file -> dict of the figures of its main direction."""
+    text = path.read_text()
+    # fio's nbd engine may print a line before the JSON on some versions.
+    text = text[text.index("{"):]
+    job = json.loads(text)["jobs"][0]
+    if job.get("error"):
+        return None
+    side = max(("read", "write"), key=lambda d: job[d]["io_bytes"])
+    data = job[side]
+    lat = data["lat_ns"]
+    percentiles = lat.get("percentile", {})
+    return {
+        "iops": data["iops"],
+        "mib_s": data["bw_bytes"] / 2**20,
+        "lat_mean_ns": lat["mean"],
+        "lat_p99_ns": percentiles.get("99.000000"),
+        "io_bytes": data["io_bytes"],
+        "runtime_ms": data["runtime"],
+    }
+
+
+def load_cpu(path):
+    """Server CPU during the run, in percent of one core, or None."""
+    if not path.exists():
+        return None
+    fields = path.read_text().split()
+    if len(fields) != 3:
+        return None
+    ticks, per_second, wall_ms = (int(f) for f in fields)
+    if wall_ms <= 0 or per_second <= 0:
+        return None
+    return 100.0 * ticks / per_second / (wall_ms / 1000.0)
+
+
+def collect(results, job, server, rounds):
+    """Medians over rounds for one (job, server), or None if all failed."""
+    runs = []
+    for path in sorted((results / job).glob(f"{server}-r*.json")):
+        figures = load_fio(path)
+        if figures is None:
+            continue
+        figures["cpu_pct"] = load_cpu(path.with_suffix(".cpu"))
+        runs.append(figures)
+    if not runs:
+        return None
+
+    def median(key):
+        values = [r[key] for r in runs if r[key] is not None]
+        return statistics.median(values) if values else None
+
+    iops = [r["iops"] for r in runs]
+    summary = {key: median(key) for key in runs[0]}
+    summary["n"] = len(runs)
+    summary["expected_n"] = rounds
+    summary["spread_pct"] = (
+        100.0 * (max(iops) - min(iops)) / summary["iops"] if summary["iops"] else None
+    )
+    return summary
+
+
+def fmt_count(value):
+    if value is None:
+        return "-"
+    if value >= 100_000:
+        return f"{value / 1000:.0f}k"
+    if value >= 10_000:
+        return f"{value / 1000:.1f}k"
+    return f"{value:.0f}"
+
+
+def fmt_ns(value):
+    if value is None:
+        return "-"
+    if value >= 1e9:
+        return f"{value / 1e9:.2f}s"
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}ms"
+    if value >= 1e3:
+        return f"{value / 1e3:.0f}us" if value >= 1e5 else f"{value / 1e3:.1f}us"
+    return f"{value:.0f}ns"
+
+
+def fmt_pct(value):
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def ratio(row, servers):
+    if "kelpied" not in servers:
+        return "-"
+    refs = [row[s]["iops"] for s in servers if s in REFERENCES and row.get(s)]
+    if not row.get("kelpied") or not refs or max(refs) == 0:
+        return "-"
+    return f"{row['kelpied']['iops'] / max(refs):.2f}x"
+
+
+def cell(summary, key, formatter):
+    if summary is None:
+        return "FAIL"
+    text = formatter(summary[key])
+    if summary["n"] < summary["expected_n"]:
+        text += f" n={summary['n']}"
+    return text
+
+
+class Table:
+    """Rows of strings, printed aligned as text or as a Markdown table."""
+
+    def __init__(self, header):
+        self.header = header
+        self.rows = []
+
+    def add(self, row):
+        self.rows.append([str(c) for c in row])
+
+    def render(self, markdown):
+        if markdown:
+            lines = ["| " + " | ".join(self.header) + " |"]
+            lines.append("|" + "|".join(["---"] + ["---:"] * (len(self.header) - 1)) + "|")
+            lines += ["| " + " | ".join(r) + " |" for r in self.rows]
+            return "\n".join(lines)
+        widths = [max(len(r[i]) for r in [self.header] + self.rows)
+                  for i in range(len(self.header))]
+
+        def line(r):
+            return "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+
+        out = [line(self.header), "  ".join("-" * w for w in widths)]
+        return "\n".join(out + [line(r) for r in self.rows])
+
+
+def main(argv):
+    markdown = "--markdown" in argv
+    args = [a for a in argv if not a.startswith("--")]
+    if len(args) != 1:
+        sys.exit(__doc__)
+    results = Path(args[0])
+    meta = json.loads((results / "meta.json").read_text())
+    servers, rounds = meta["servers"], meta["rounds"]
+    jobs = ["fill"] + meta["jobs"]
+    table = {job: {s: collect(results, job, s, 1 if job == "fill" else rounds)
+                   for s in servers} for job in jobs}
+
+    print(f"Medians of {rounds} rounds of {meta['runtime_s']} s "
+          f"(+{meta['ramp_s']} s ramp); export {meta['export_size']}, "
+          f"working set {meta['workset']}; fill: one sequential pass.\n")
+
+    main_table = Table(["job"] + [f"{s} {k}" for s in servers
+                                  for k in ("IOPS", "mean", "p99")] + ["kelpied/best"])
+    for job in jobs:
+        row = table[job]
+        cells = [job]
+        for s in servers:
+            cells += [cell(row[s], "iops", fmt_count), cell(row[s], "lat_mean_ns", fmt_ns),
+                      cell(row[s], "lat_p99_ns", fmt_ns)]
+        main_table.add(cells + [ratio(row, servers)])
+    print(main_table.render(markdown))
+
+    print("\nThroughput (MiB/s), server CPU (% of one core) and IOPS spread over rounds:\n")
+    side_table = Table(["job"] + [f"{s} {k}" for s in servers
+                                  for k in ("MiB/s", "CPU", "spread")])
+    for job in jobs:
+        cells = [job]
+        for s in servers:
+            cells += [cell(table[job][s], "mib_s", lambda v: "-" if v is None else f"{v:.0f}"),
+                      cell(table[job][s], "cpu_pct", fmt_pct),
+                      cell(table[job][s], "spread_pct", fmt_pct)]
+        side_table.add(cells)
+    print(side_table.render(markdown))
+
+    print("\nMemory (idle = VmRSS once serving, peak = VmHWM after all jobs):\n")
+    memory_table = Table(["server", "idle RSS", "peak RSS"])
+    for s in servers:
+        memory = meta["memory_kb"].get(s, {})
+
+        def mib(kb):
+            return "-" if kb is None else f"{kb / 1024:.1f} MiB"
+
+        memory_table.add([s, mib(memory.get("idle_rss")), mib(memory.get("peak_rss"))])
+    print(memory_table.render(markdown))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,140 @@
+// kelpied: the node daemon. Parses flags, opens the Node, serves until SIGTERM/SIGINT.
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "common/log.h"
+#include "daemon/admin_server.h"
+#include "daemon/node.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace {
+
+constexpr char kUsage[] =
+    "usage: kelpied --data DIR [--nbd-listen HOST:PORT|none] [--nbd-unix PATH|none]\n"
+    "               [--admin-listen HOST:PORT] [--threads N] [--log-level LEVEL]\n"
+    "               [--log-file FILE] [--pid-file FILE]\n";
+
+[[noreturn]] void usage_error(const std::string& message) {
+  std::fprintf(stderr, "kelpied: %s\n%s", message.c_str(), kUsage);
+  std::exit(2);
+}
+
+struct Flags {
+  kelpie::NodeOptions node;
+  std::string log_level = "info";
+  std::string log_file;
+  std::string pid_file;
+};
+
+Flags parse_flags(int argc, char** argv) {
+  Flags flags;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (arg == "--version") {
+      std::printf("kelpied %s\n", KELPIE_VERSION);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) usage_error("option " + arg + " needs a value");
+    std::string value = argv[++i];
+    if (arg == "--data") {
+      flags.node.data_dir = value;
+    } else if (arg == "--nbd-listen") {
+      flags.node.nbd_tcp = value;
+    } else if (arg == "--nbd-unix") {
+      flags.node.nbd_unix = value;
+    } else if (arg == "--admin-listen") {
+      flags.node.admin_address = value;
+    } else if (arg == "--threads") {
+      char* end = nullptr;
+      long n = std::strtol(value.c_str(), &end, 10);
+      if (*end != '\0' || n < 1 || n > 256) usage_error("--threads must be a number from 1 to 256");
+      flags.node.threads = static_cast<unsigned>(n);
+    } else if (arg == "--log-level") {
+      if (value != "trace" && value != "debug" && value != "info" && value != "warn" &&
+          value != "error" && value != "critical") {
+        usage_error("--log-level must be trace, debug, info, warn, error or critical");
+      }
+      flags.log_level = value;
+    } else if (arg == "--log-file") {
+      flags.log_file = value;
+    } else if (arg == "--pid-file") {
+      flags.pid_file = value;
+    } else {
+      usage_error("unknown option " + arg);
+    }
+  }
+  if (flags.node.data_dir.empty()) usage_error("--data DIR is required");
+  return flags;
+}
+
+void raise_fd_limit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags flags = parse_flags(argc, argv);
+  if (::mkdir(flags.node.data_dir.c_str(), 0755) != 0 && errno != EEXIST) {
+    std::fprintf(stderr, "kelpied: cannot create %s: %s\n", flags.node.data_dir.c_str(), std::strerror(errno));
+    return 1;
+  }
+  char resolved[PATH_MAX];
+  if (::realpath(flags.node.data_dir.c_str(), resolved) != nullptr) flags.node.data_dir = resolved;
+  kelpie::init_logging(flags.log_level, flags.log_file);
+
+  // Signals are taken by sigwait() below; every thread inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+  raise_fd_limit();
+  // An NBD server on the host of its own kernel client must not wait on reclaim.
+  prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0);
+
+  kelpie::Node node(flags.node);
+  if (kelpie::Status st = node.open(); !st.is_ok()) {
+    std::fprintf(stderr, "kelpied: %s\n", st.to_string().c_str());
+    KELPIE_LOG_CRITICAL("start-up failed: {}", st.to_string());
+    return 1;
+  }
+  kelpie::AdminServer admin(node, flags.node.admin_address);
+  if (kelpie::Status st = admin.start(); !st.is_ok()) {
+    std::fprintf(stderr, "kelpied: %s\n", st.to_string().c_str());
+    KELPIE_LOG_CRITICAL("start-up failed: {}", st.to_string());
+    return 1;
+  }
+  if (!flags.pid_file.empty()) std::ofstream(flags.pid_file) << ::getpid() << "\n";
+  KELPIE_LOG_INFO("ready; admin on {}", flags.node.admin_address);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  KELPIE_LOG_INFO("signal {}: shutting down", signal_number);
+  admin.stop();
+  node.close();
+  if (!flags.pid_file.empty()) ::unlink(flags.pid_file.c_str());
+  KELPIE_LOG_INFO("clean shutdown");
+  return 0;
+}

@@ -1,0 +1,70 @@
+// Node: one kelpied's parts wired together (single node: VDI layer straight onto
+// the local store), and its NodeControl face for the admin server.
+//
+// Contract: open() brings the node up in order (data dir lock, superblock, reactors,
+// local store with dirty-log replay, VDI directory, NBD listeners); close() takes it
+// down in reverse, flushing every dirty object, so the next start is clean.
+#pragma once
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/node_control.h"
+#include "engine/io_backend.h"
+#include "engine/local_store.h"
+#include "engine/reactor_pool.h"
+#include "engine/superblock.h"
+#include "engine/vdi_directory.h"
+#include "nbdserver/nbd_server.h"
+
+namespace kelpie {
+
+struct NodeOptions {
+  std::string data_dir;
+  std::string nbd_tcp = "127.0.0.1:10809";
+  std::string nbd_unix;  // default DATA/nbd.sock; "none" disables
+  std::string admin_address = "127.0.0.1:7000";
+  unsigned threads = 0;  // 0: cores / kelpied processes on this host
+};
+
+class Node final : public NodeControl {
+ public:
+  explicit Node(NodeOptions options);
+  ~Node() override;
+
+  Status open();
+  void close();
+
+  Result<VdiSummary> create_vdi(const std::string& name, uint64_t size_bytes,
+                                uint32_t object_shift) override;
+  Status delete_vdi(const std::string& name) override;
+  Status resize_vdi(const std::string& name, uint64_t size_bytes) override;
+  Result<VdiSummary> vdi_info(const std::string& name) override;
+  std::vector<VdiSummary> list_vdis() override;
+  NodeSummary node_info() override;
+
+ private:
+  VdiSummary summarize(const Vdi& vdi) const;
+
+  NodeOptions options_;
+  int lock_fd_ = -1;
+  int dir_fd_ = -1;
+  Superblock superblock_;
+  std::vector<std::unique_ptr<Reactor>> reactors_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<ReactorPool> pool_;
+  std::unique_ptr<UringIoBackend> io_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<VdiDirectory> directory_;
+  std::unique_ptr<nbd::NbdServer> nbd_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+// Reactor count when --threads is not given: the cores shared among the
+// kelpied processes on this host (DESIGN.md, Threads).
+unsigned default_thread_count();
+
+}  // namespace kelpie

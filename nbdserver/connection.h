@@ -1,0 +1,68 @@
+// Connection: one NBD client, from handshake to disconnect, on one reactor.
+//
+// Contract:
+//  - run() owns the socket: it negotiates (fixed newstyle), serves requests until
+//    the client disconnects or misbehaves, waits for its requests in flight, and
+//    closes the fd. It never ends the process.
+//  - Requests are validated once, here, at the edge (wire.h); replies leave in
+//    completion order, one at a time on the socket.
+//  - Memory is bounded: at most kMaxInFlightRequests / kMaxInFlightBytes per
+//    connection; beyond that the connection stops reading the socket.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/sync.h"
+#include "engine/vdi.h"
+#include "nbdserver/socket_stream.h"
+#include "nbdserver/wire.h"
+
+namespace kelpie {
+class VdiDirectory;
+}
+
+namespace kelpie::nbd {
+
+class Connection {
+ public:
+  Connection(int fd, VdiDirectory& directory);
+  Task<void> run();
+
+ private:
+  enum class Next { kNegotiate, kTransmit, kClose };
+
+  // Handshake (handshake.cc).
+  Task<Next> negotiate();
+  Task<Next> handle_option(uint32_t option, std::span<const uint8_t> data);
+  Task<Next> handle_info(uint32_t option, std::span<const uint8_t> data);
+  Task<Next> handle_meta_context(uint32_t option, std::span<const uint8_t> data);
+  Task<Next> handle_export_name(std::span<const uint8_t> data);
+  Task<Status> send_option_reply(uint32_t option, uint32_t type, std::span<const uint8_t> data);
+  Task<Status> send_option_error(uint32_t option, uint32_t type, const std::string& message);
+  uint16_t transmission_flags() const;
+  bool attach(const std::string& name);
+
+  // Transmission (transmission.cc).
+  Task<void> serve();
+  Task<void> handle_request(Request request, Buffer payload);
+  Task<Status> execute(const Request& request, Buffer& payload, Buffer& read_data);
+  Task<void> send_reply(const Request& request, uint32_t error, Buffer& read_data);
+  Task<void> send_block_status(const Request& request);
+
+  SocketStream stream_;
+  VdiDirectory& directory_;
+  std::shared_ptr<Vdi> vdi_;
+  std::string export_name_;
+  ExportState state_;
+  bool no_zeroes_ = false;
+  bool broken_ = false;  // a send failed: stop reading, let in-flight requests drain
+
+  AsyncMutex send_mutex_;
+  WaitGroup in_flight_;
+  uint32_t in_flight_requests_ = 0;
+  uint64_t in_flight_bytes_ = 0;
+  Event capacity_freed_;
+};
+
+}  // namespace kelpie::nbd

@@ -1,0 +1,1 @@
+kelpie_unit_test(nbd_wire_test kelpie_nbd)

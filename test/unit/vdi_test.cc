@@ -1,0 +1,152 @@
+// The VDI layer over a real LocalStore: allocation through the map, trim, zeroes,
+// block status, resize and reload.
+#include "engine/vdi.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "engine/local_store.h"
+#include "engine/vdi_directory.h"
+
+namespace kelpie {
+namespace {
+
+constexpr uint64_t kMiB = 1 << 20;
+
+class VdiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("kelpie-vdi-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    start();
+  }
+  void TearDown() override {
+    stop();
+    std::filesystem::remove_all(dir_);
+  }
+  void start() {
+    dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+    io_ = std::make_unique<UringIoBackend>(dir_fd_);
+    std::vector<Reactor*> raw;
+    for (unsigned i = 0; i < 2; ++i) {
+      reactors_.push_back(std::make_unique<Reactor>(i, 64));
+      raw.push_back(reactors_.back().get());
+      Reactor* r = raw.back();
+      threads_.emplace_back([r] { r->run(); });
+    }
+    pool_ = std::make_unique<ReactorPool>(raw);
+    store_ = std::make_unique<LocalStore>(raw, *io_, dir_.string());
+    ASSERT_TRUE(store_->open().is_ok());
+    directory_ = std::make_unique<VdiDirectory>(dir_.string(), *store_, *pool_);
+    ASSERT_TRUE(directory_->open().is_ok());
+  }
+  void stop() {
+    directory_.reset();
+    EXPECT_TRUE(store_->close().is_ok());
+    for (auto& r : reactors_) r->stop();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+    store_.reset();
+    reactors_.clear();
+    ::close(dir_fd_);
+  }
+  Reactor& r0() { return *reactors_[0]; }
+  std::vector<uint8_t> read(Vdi& vdi, uint64_t off, size_t len) {
+    std::vector<uint8_t> out(len, 0xee);
+    EXPECT_TRUE(r0().block_on(vdi.read(off, out)).is_ok());
+    return out;
+  }
+
+  std::filesystem::path dir_;
+  int dir_fd_ = -1;
+  std::unique_ptr<UringIoBackend> io_;
+  std::vector<std::unique_ptr<Reactor>> reactors_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<ReactorPool> pool_;
+  std::unique_ptr<LocalStore> store_;
+  std::unique_ptr<VdiDirectory> directory_;
+};
+
+TEST_F(VdiTest, WritesAllocateOnlyTouchedObjectsAndSurviveReload) {
+  auto created = directory_->create("d", 64 * kMiB, 20);
+  ASSERT_TRUE(created.is_ok());
+  Vdi& vdi = **created;
+  std::vector<uint8_t> data(3 * kMiB, 0x5a);
+  // Unaligned, across three object boundaries.
+  ASSERT_TRUE(r0().block_on(vdi.write(5 * kMiB - 100, data, false)).is_ok());
+  EXPECT_EQ(vdi.allocated_objects(), 4u);
+  EXPECT_EQ(read(vdi, 5 * kMiB - 100, data.size()), data);
+  EXPECT_EQ(read(vdi, 0, 4096), std::vector<uint8_t>(4096, 0));
+  auto extents = vdi.block_status(0, 64 * kMiB, 100);
+  ASSERT_EQ(extents.size(), 3u);
+  EXPECT_FALSE(extents[0].allocated);
+  EXPECT_EQ(extents[0].length, 4 * kMiB);
+  EXPECT_TRUE(extents[1].allocated);
+  EXPECT_EQ(extents[1].length, 4 * kMiB);
+  stop();
+  start();
+  auto reloaded = directory_->find("d");
+  ASSERT_TRUE(reloaded);
+  EXPECT_EQ(reloaded->allocated_objects(), 4u);
+  EXPECT_EQ(read(*reloaded, 5 * kMiB - 100, data.size()), data);
+}
+
+TEST_F(VdiTest, TrimFreesWholeObjectsAndZeroesPartialOnes) {
+  auto vdi = *directory_->create("t", 16 * kMiB, 20);
+  std::vector<uint8_t> data(4 * kMiB, 0x77);
+  ASSERT_TRUE(r0().block_on(vdi->write(0, data, false)).is_ok());
+  EXPECT_EQ(store_->object_count(), 4u + 2u);  // 4 data + inode + map
+  ASSERT_TRUE(r0().block_on(vdi->trim(kMiB / 2, 2 * kMiB, false)).is_ok());
+  EXPECT_EQ(vdi->allocated_objects(), 3u);  // object 1 freed, 0 and 2 zeroed in part
+  auto back = read(*vdi, 0, 4 * kMiB);
+  for (size_t i = 0; i < back.size(); ++i) {
+    bool zeroed = i >= kMiB / 2 && i < kMiB / 2 + 2 * kMiB;
+    ASSERT_EQ(back[i], zeroed ? 0 : 0x77) << "at " << i;
+  }
+  ASSERT_TRUE(r0().block_on(vdi->write_zeroes(2 * kMiB, kMiB, true, false)).is_ok());
+  EXPECT_EQ(vdi->allocated_objects(), 3u);  // NO_HOLE keeps it allocated
+  ASSERT_TRUE(r0().block_on(vdi->write_zeroes(2 * kMiB, kMiB, false, false)).is_ok());
+  EXPECT_EQ(vdi->allocated_objects(), 2u);
+}
+
+TEST_F(VdiTest, ShrinkThenGrowReadsZerosBeyondTheOldEnd) {
+  auto vdi = *directory_->create("r", 8 * kMiB, 20);
+  std::vector<uint8_t> data(8 * kMiB, 0x11);
+  ASSERT_TRUE(r0().block_on(vdi->write(0, data, false)).is_ok());
+  ASSERT_TRUE(directory_->resize("r", 3 * kMiB + 512).is_ok());
+  EXPECT_EQ(vdi->size(), 3 * kMiB + 512);
+  EXPECT_EQ(vdi->allocated_objects(), 4u);
+  ASSERT_TRUE(directory_->resize("r", 8 * kMiB).is_ok());
+  auto back = read(*vdi, 0, 8 * kMiB);
+  for (size_t i = 0; i < back.size(); ++i) ASSERT_EQ(back[i], i < 3 * kMiB + 512 ? 0x11 : 0) << i;
+  EXPECT_EQ(directory_->resize("r", 1000).code(), EINVAL);  // not a multiple of 512
+}
+
+TEST_F(VdiTest, DirectoryErrorsAndDelete) {
+  ASSERT_TRUE(directory_->create("a", kMiB, 22).is_ok());
+  EXPECT_EQ(directory_->create("a", kMiB, 22).status().code(), EEXIST);
+  EXPECT_EQ(directory_->create("b", 1000, 22).status().code(), EINVAL);
+  EXPECT_EQ(directory_->create("b", kMiB, 27).status().code(), EINVAL);
+  EXPECT_EQ(directory_->create("b@c", kMiB, 22).status().code(), EINVAL);
+  EXPECT_EQ(directory_->remove("zz").code(), ENOENT);
+  auto a = directory_->find("a");
+  std::vector<uint8_t> data(kMiB, 1);
+  ASSERT_TRUE(r0().block_on(a->write(0, data, false)).is_ok());
+  a->attached = 1;
+  EXPECT_EQ(directory_->remove("a").code(), EBUSY);
+  a->attached = 0;
+  ASSERT_TRUE(directory_->remove("a").is_ok());
+  EXPECT_EQ(store_->object_count(), 0u);
+  // Ids are never reused.
+  auto again = directory_->create("a", kMiB, 22);
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_EQ((*again)->id(), 2u);
+}
+
+}  // namespace
+}  // namespace kelpie

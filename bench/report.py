@@ -12,8 +12,9 @@ server process while fio ran). A missing JSON is a failed run: the cell shows
 
 Each figure is the median over rounds. "kelpied/best" is kelpied's IOPS over
 the better reference's (qemu-nbd or nbdkit); > 1 means kelpied is faster.
-"spread" is (max - min) / median of a server's IOPS across rounds: a rough
-gauge of the noise on this machine.
+"srv CPU" is the server process's CPU time over the run's wall time, in
+percent of one core. "spread" is (max - min) / median of a server's IOPS
+across rounds: a rough gauge of the noise on this machine.
 """
 
 import json
@@ -80,7 +81,8 @@ def collect(results, job, server, rounds):
     summary["n"] = len(runs)
     summary["expected_n"] = rounds
     summary["spread_pct"] = (
-        100.0 * (max(iops) - min(iops)) / summary["iops"] if summary["iops"] else None
+        100.0 * (max(iops) - min(iops)) / summary["iops"]
+        if len(iops) > 1 and summary["iops"] else None
     )
     return summary
 
@@ -122,9 +124,9 @@ def ratio(row, servers):
 
 def cell(summary, key, formatter):
     if summary is None:
-        return "FAIL"
+        return "FAIL" if key == "iops" else "-"
     text = formatter(summary[key])
-    if summary["n"] < summary["expected_n"]:
+    if key == "iops" and summary["n"] < summary["expected_n"]:
         text += f" n={summary['n']}"
     return text
 
@@ -132,8 +134,9 @@ def cell(summary, key, formatter):
 class Table:
     """Rows of strings, printed aligned as text or as a Markdown table."""
 
-    def __init__(self, header):
+    def __init__(self, header, left_columns=1):
         self.header = header
+        self.left_columns = left_columns
         self.rows = []
 
     def add(self, row):
@@ -142,7 +145,8 @@ class Table:
     def render(self, markdown):
         if markdown:
             lines = ["| " + " | ".join(self.header) + " |"]
-            lines.append("|" + "|".join(["---"] + ["---:"] * (len(self.header) - 1)) + "|")
+            lines.append("|" + "|".join(["---"] * self.left_columns
+                                        + ["---:"] * (len(self.header) - self.left_columns)) + "|")
             lines += ["| " + " | ".join(r) + " |" for r in self.rows]
             return "\n".join(lines)
         widths = [max(len(r[i]) for r in [self.header] + self.rows)
@@ -150,7 +154,7 @@ class Table:
 
         def line(r):
             return "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
+                c.ljust(w) if i < self.left_columns else c.rjust(w)
                 for i, (c, w) in enumerate(zip(r, widths))).rstrip()
 
         out = [line(self.header), "  ".join("-" * w for w in widths)]
@@ -169,32 +173,29 @@ def main(argv):
     table = {job: {s: collect(results, job, s, 1 if job == "fill" else rounds)
                    for s in servers} for job in jobs}
 
+    for key, value in meta.get("environment", {}).items():
+        print(f"{key}: {value}" + ("  " if markdown else ""))
+    print()
     print(f"Medians of {rounds} rounds of {meta['runtime_s']} s "
           f"(+{meta['ramp_s']} s ramp); export {meta['export_size']}, "
           f"working set {meta['workset']}; fill: one sequential pass.\n")
 
-    main_table = Table(["job"] + [f"{s} {k}" for s in servers
-                                  for k in ("IOPS", "mean", "p99")] + ["kelpied/best"])
+    main_table = Table(["job", "server", "IOPS", "MiB/s", "mean lat", "p99 lat",
+                        "srv CPU", "spread", "kelpied/best"], left_columns=2)
     for job in jobs:
         row = table[job]
-        cells = [job]
-        for s in servers:
-            cells += [cell(row[s], "iops", fmt_count), cell(row[s], "lat_mean_ns", fmt_ns),
-                      cell(row[s], "lat_p99_ns", fmt_ns)]
-        main_table.add(cells + [ratio(row, servers)])
+        for index, s in enumerate(servers):
+            main_table.add([
+                job if index == 0 else "", s,
+                cell(row[s], "iops", fmt_count),
+                cell(row[s], "mib_s", lambda v: "-" if v is None else f"{v:.0f}"),
+                cell(row[s], "lat_mean_ns", fmt_ns),
+                cell(row[s], "lat_p99_ns", fmt_ns),
+                cell(row[s], "cpu_pct", fmt_pct),
+                cell(row[s], "spread_pct", fmt_pct),
+                ratio(row, servers) if s == "kelpied" else "",
+            ])
     print(main_table.render(markdown))
-
-    print("\nThroughput (MiB/s), server CPU (% of one core) and IOPS spread over rounds:\n")
-    side_table = Table(["job"] + [f"{s} {k}" for s in servers
-                                  for k in ("MiB/s", "CPU", "spread")])
-    for job in jobs:
-        cells = [job]
-        for s in servers:
-            cells += [cell(table[job][s], "mib_s", lambda v: "-" if v is None else f"{v:.0f}"),
-                      cell(table[job][s], "cpu_pct", fmt_pct),
-                      cell(table[job][s], "spread_pct", fmt_pct)]
-        side_table.add(cells)
-    print(side_table.render(markdown))
 
     print("\nMemory (idle = VmRSS once serving, peak = VmHWM after all jobs):\n")
     memory_table = Table(["server", "idle RSS", "peak RSS"])

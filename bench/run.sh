@@ -35,7 +35,7 @@
 #   BENCH_SIZE [4G]   BENCH_WORKSET [2G]
 #   BENCH_DIR       scratch dir for images, sockets, results [BUILD_DIR/bench]
 #   BENCH_ADMIN_PORT  kelpied's admin port [7100]
-#   BENCH_KELPIED_ARGS  extra kelpied flags, e.g. "--threads 2" []
+#   BENCH_KELPIED_ARGS  extra kelpied flags ["--threads $(nproc)"]
 set -euo pipefail
 
 readonly kStartDeadlineSeconds=30
@@ -59,6 +59,9 @@ export_size=${BENCH_SIZE:-4G}
 workset=${BENCH_WORKSET:-2G}
 work_dir=$(realpath -m "${BENCH_DIR:-$build_dir/bench}")
 admin_port=${BENCH_ADMIN_PORT:-7100}
+# Explicit, since kelpied's default divides the cores by the kelpied
+# processes running on the host (a demo or a test would halve it).
+kelpied_args=${BENCH_KELPIED_ARGS:---threads $(nproc)}
 results=$work_dir/results
 
 die() {
@@ -176,7 +179,7 @@ start_kelpied() {
   "$build_dir/bin/kelpied" --data "$work_dir/kelpied-data" \
     --nbd-listen none --nbd-unix "$(socket_of kelpied)" \
     --admin-listen "$KELPIE_ADDR" --log-file "$work_dir/kelpied.log" \
-    ${BENCH_KELPIED_ARGS:-} </dev/null >>"$work_dir/kelpied.log" 2>&1 &
+    $kelpied_args </dev/null >>"$work_dir/kelpied.log" 2>&1 &
   server_pid[kelpied]=$!
   local deadline=$((SECONDS + kStartDeadlineSeconds))
   until "$kelpie" node info >/dev/null 2>&1; do
@@ -260,6 +263,7 @@ mkdir -p "$work_dir"
 cd "$work_dir" # fio may leave state files in its working directory
 rm -rf "$results" "$work_dir/kelpied-data" "$work_dir"/*.raw "$work_dir"/*.sock "$work_dir"/*.log
 mkdir -p "$results"
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 
 declare -A idle_rss_kb=()
 for server in "${servers[@]}"; do
@@ -285,6 +289,11 @@ for ((round = 1; round <= rounds; round++)); do
   done
 done
 
+json_pair() { # KEY VALUE [last]: one member of a JSON object
+  /usr/bin/python3 -c 'import json, sys; print("    %s: %s%s" % (json.dumps(sys.argv[1]), json.dumps(sys.argv[2]), sys.argv[3]))' \
+    "$1" "$2" "$([ "${3:-}" = last ] || echo ,)"
+}
+
 # Memory figures while the servers still run; then stop them (the trap would
 # too) so that a server failing to stop shows up before the report.
 {
@@ -293,6 +302,18 @@ done
   echo "  \"jobs\": [$(printf '"%s",' "${jobs[@]}" | sed 's/,$//')],"
   echo "  \"rounds\": $rounds, \"runtime_s\": $runtime_s, \"ramp_s\": $ramp_s,"
   echo "  \"export_size\": \"$export_size\", \"workset\": \"$workset\","
+  echo "  \"environment\": {"
+  json_pair "machine" "$(nproc) CPUs ($(lscpu | sed -n 's/^Model name: *//p' | head -1)), $(free -g | awk '/^Mem:/ { print $2 }') GiB RAM"
+  json_pair "kernel" "$(uname -r)"
+  json_pair "filesystem" "$(findmnt -no FSTYPE,SOURCE,OPTIONS -T "$work_dir" | cut -c1-80)"
+  json_pair "fio" "$(fio --version)"
+  json_pair "qemu-nbd" "$(qemu-nbd --version | head -1)"
+  json_pair "nbdkit" "$(nbdkit --version)"
+  [[ " ${servers[*]} " != *" kelpied "* ]] ||
+    json_pair "kelpied" "$("$build_dir/bin/kelpied" --version) $kelpied_args"
+  json_pair "load average (1, 5, 15 min) at start" "$load_at_start"
+  json_pair "load average (1, 5, 15 min) at end" "$(cut -d' ' -f1-3 /proc/loadavg)" last
+  echo "  },"
   echo "  \"memory_kb\": {"
   first=1
   for server in "${servers[@]}"; do

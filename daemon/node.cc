@@ -98,9 +98,10 @@ void Node::close() {
   dir_fd_ = lock_fd_ = -1;
 }
 
-VdiSummary Node::summarize(const Vdi& vdi) const {
+VdiSummary Node::summarize(const VdiDirectory::Listed& listed) const {
+  const Vdi& vdi = *listed.vdi;
   VdiSummary s;
-  s.name = vdi.name();
+  s.name = listed.name;
   s.id = vdi.id();
   s.size_bytes = vdi.size();
   s.object_size_bytes = static_cast<uint32_t>(vdi.object_size());
@@ -108,13 +109,21 @@ VdiSummary Node::summarize(const Vdi& vdi) const {
   s.used_bytes = s.allocated_objects * vdi.object_size();
   s.created_unix_s = vdi.created_unix_s();
   s.attached_connections = vdi.attached.load();
+  s.read_only = vdi.read_only();
+  if (s.read_only) s.tag = split_snapshot_name(listed.name).second;
+  s.family_id = vdi.family();
+  s.own_bytes = vdi.owned_objects() * vdi.object_size();
+  s.shared_bytes = s.used_bytes - s.own_bytes;
+  s.restored_from = listed.restored_from;
+  s.object_count = static_cast<uint32_t>((vdi.size() + vdi.object_size() - 1) >> vdi.object_shift());
+  s.parent_id = vdi.parent();
   return s;
 }
 
 Result<VdiSummary> Node::create_vdi(const std::string& name, uint64_t size_bytes, uint32_t object_shift) {
   auto vdi = directory_->create(name, size_bytes, object_shift);
   if (!vdi) return vdi.status();
-  return summarize(**vdi);
+  return summarize({name, *vdi, ""});
 }
 
 Status Node::delete_vdi(const std::string& name) { return directory_->remove(name); }
@@ -124,15 +133,51 @@ Status Node::resize_vdi(const std::string& name, uint64_t size_bytes) {
 }
 
 Result<VdiSummary> Node::vdi_info(const std::string& name) {
-  auto vdi = directory_->find(name);
-  if (!vdi) return Status::error(ENOENT, "VDI '" + name + "' not found");
-  return summarize(*vdi);
+  auto listed = directory_->lookup(name);
+  if (!listed) return listed.status();
+  return summarize(*listed);
 }
 
 std::vector<VdiSummary> Node::list_vdis() {
   std::vector<VdiSummary> out;
-  for (const auto& vdi : directory_->list()) out.push_back(summarize(*vdi));
+  for (const auto& listed : directory_->list()) out.push_back(summarize(listed));
   return out;
+}
+
+Result<VdiSummary> Node::snapshot_vdi(const std::string& name, const std::string& tag) {
+  auto listed = directory_->snapshot(name, tag);
+  if (!listed) return listed.status();
+  return summarize(*listed);
+}
+
+Result<VdiSummary> Node::clone_vdi(const std::string& snapshot, const std::string& new_name) {
+  auto listed = directory_->clone(snapshot, new_name);
+  if (!listed) return listed.status();
+  return summarize(*listed);
+}
+
+Result<VdiSummary> Node::rollback_vdi(const std::string& snapshot) {
+  auto listed = directory_->rollback(snapshot);
+  if (!listed) return listed.status();
+  return summarize(*listed);
+}
+
+Result<BackupPlan> Node::backup_plan(const std::string& to_snapshot, const std::string& from_snapshot) {
+  auto extents = directory_->changed_extents(to_snapshot, from_snapshot);
+  if (!extents) return extents.status();
+  auto to = directory_->find(to_snapshot);
+  BackupPlan plan;
+  std::string node = uuid_to_string(superblock_.node_uuid);
+  plan.to_identity = node + ":" + std::to_string(to->id());
+  if (!from_snapshot.empty()) plan.from_identity = node + ":" + std::to_string(directory_->find(from_snapshot)->id());
+  plan.size_bytes = to->size();
+  plan.object_size_bytes = static_cast<uint32_t>(to->object_size());
+  plan.extents = std::move(*extents);
+  return plan;
+}
+
+Status Node::set_restored_from(const std::string& name, const std::string& identity) {
+  return directory_->set_restored_from(name, identity);
 }
 
 NodeSummary Node::node_info() {

@@ -45,9 +45,15 @@ class Node final : public NodeControl {
   Result<VdiSummary> vdi_info(const std::string& name) override;
   std::vector<VdiSummary> list_vdis() override;
   NodeSummary node_info() override;
+  Result<VdiSummary> snapshot_vdi(const std::string& name, const std::string& tag) override;
+  Result<VdiSummary> clone_vdi(const std::string& snapshot, const std::string& new_name) override;
+  Result<VdiSummary> rollback_vdi(const std::string& snapshot) override;
+  Result<BackupPlan> backup_plan(const std::string& to_snapshot,
+                                 const std::string& from_snapshot) override;
+  Status set_restored_from(const std::string& name, const std::string& identity) override;
 
  private:
-  VdiSummary summarize(const Vdi& vdi) const;
+  VdiSummary summarize(const VdiDirectory::Listed& listed) const;
 
   NodeOptions options_;
   int lock_fd_ = -1;

@@ -27,6 +27,26 @@ struct VdiSummary {
   uint64_t used_bytes = 0;         // allocated_objects * object size
   int64_t created_unix_s = 0;
   uint32_t attached_connections = 0;  // open NBD connections to this VDI
+  // Lifecycle (snapshots and clones). A snapshot's name is "NAME@TAG".
+  std::string tag;               // empty for a writable VDI
+  bool read_only = false;        // true for snapshots
+  uint32_t parent_id = 0;        // the snapshot this VDI or snapshot was made from (0 = none)
+  uint32_t family_id = 0;        // root VDI id of the clone family
+  uint64_t own_bytes = 0;        // objects this VDI owns (written since its parent)
+  uint64_t shared_bytes = 0;     // objects it references that an ancestor owns
+  std::string restored_from;     // backup identity last restored into this VDI, "" if none
+  uint32_t object_count = 0;     // objects in the logical size
+};
+
+// What `vdi backup` needs: the changed extents of snapshot `to` since snapshot `from`.
+struct BackupPlan {
+  std::string to_identity;    // "<node uuid>:<vdi id>" of the snapshot, unique forever
+  std::string from_identity;  // "" for a full backup
+  uint64_t size_bytes = 0;
+  uint32_t object_size_bytes = 0;
+  // Byte ranges [offset, offset+length) whose content must be sent (object granularity,
+  // merged, clipped to the size). A full backup lists every allocated object.
+  std::vector<std::pair<uint64_t, uint64_t>> extents;
 };
 
 struct NodeSummary {
@@ -57,6 +77,25 @@ class NodeControl {
   virtual Result<VdiSummary> vdi_info(const std::string& name) = 0;
   virtual std::vector<VdiSummary> list_vdis() = 0;
   virtual NodeSummary node_info() = 0;
+
+  // Lifecycle. `name` may be "NAME" (the writable VDI) or "NAME@TAG" (a snapshot) where
+  // the comment says so. Errors: ENOENT unknown VDI/snapshot, EEXIST duplicate tag or
+  // name, EINVAL bad name/tag or "not a snapshot", EBUSY attached (rollback).
+  // Freezes NAME's current contents as NAME@TAG (tag empty: the next free number);
+  // works while NBD clients write to NAME. Returns the snapshot.
+  virtual Result<VdiSummary> snapshot_vdi(const std::string& name, const std::string& tag) = 0;
+  // A new writable VDI sharing the snapshot's data until written.
+  virtual Result<VdiSummary> clone_vdi(const std::string& snapshot, const std::string& new_name) = 0;
+  // NAME's contents become the snapshot's (NAME gets a new id). NAME must be detached.
+  virtual Result<VdiSummary> rollback_vdi(const std::string& snapshot) = 0;
+  // delete_vdi() accepts "NAME@TAG" to delete one snapshot; "NAME" deletes NAME and all of
+  // its snapshots. Objects no remaining VDI or snapshot references are reclaimed.
+  // list_vdis() lists snapshots too (tag set, read_only true).
+  virtual Result<BackupPlan> backup_plan(const std::string& to_snapshot,
+                                         const std::string& from_snapshot) = 0;
+  // Records the identity of the stream just restored into NAME (checked by the next
+  // differential restore).
+  virtual Status set_restored_from(const std::string& name, const std::string& identity) = 0;
 };
 
 }  // namespace kelpie

@@ -9,7 +9,8 @@ namespace kelpie {
 namespace {
 constexpr char kMagic[8] = {'K', 'E', 'L', 'P', 'I', 'N', 'O', 'D'};
 constexpr size_t kNameOffset = 64;
-constexpr size_t kCrcOffset = kNameOffset + kMaxVdiNameLength + 1;  // covers [0, kCrcOffset)
+constexpr size_t kTagOffset = kNameOffset + kMaxVdiNameLength + 1;  // 320
+constexpr size_t kCrcOffset = kInodeHeaderSize - 4;                 // covers [0, kCrcOffset)
 }  // namespace
 
 uint64_t max_vdi_size(uint32_t object_shift) {
@@ -32,6 +33,8 @@ std::vector<uint8_t> encode_inode(const Inode& inode) {
   put_le64(p + 40, static_cast<uint64_t>(inode.created_unix_s));
   p[48] = static_cast<uint8_t>(inode.name.size());
   std::memcpy(p + kNameOffset, inode.name.data(), inode.name.size());
+  p[49] = static_cast<uint8_t>(inode.tag.size());
+  std::memcpy(p + kTagOffset, inode.tag.data(), inode.tag.size());
   put_le32(p + kCrcOffset, crc32c(p, kCrcOffset));
   for (size_t k = 0; k < kMaxMapObjects && k < inode.map_table.size(); ++k) {
     put_le32(p + kInodeHeaderSize + 4 * k, inode.map_table[k]);
@@ -57,6 +60,8 @@ Result<Inode> decode_inode(std::span<const uint8_t> bytes) {
   inode.created_unix_s = static_cast<int64_t>(get_le64(p + 40));
   size_t name_length = p[48];
   inode.name.assign(reinterpret_cast<const char*>(p + kNameOffset), name_length);
+  size_t tag_length = std::min<size_t>(p[49], kMaxTagLength);
+  inode.tag.assign(reinterpret_cast<const char*>(p + kTagOffset), tag_length);
   if (inode.object_shift < kMinObjectShift || inode.object_shift > kMaxObjectShift ||
       inode.size_bytes > max_vdi_size(inode.object_shift) || inode.id == kNoVdi) {
     return Status::error(EINVAL, "inode: field out of range");
@@ -66,16 +71,32 @@ Result<Inode> decode_inode(std::span<const uint8_t> bytes) {
   return inode;
 }
 
+namespace {
+Status validate_characters(std::string_view text, const char* what) {
+  for (char c : text) {
+    if (c == '@' || c == '/') return Status::error(EINVAL, std::string(what) + " must not contain '@' or '/'");
+    if (c <= ' ' || c > '~') {
+      return Status::error(EINVAL, std::string(what) + " must be printable ASCII without spaces");
+    }
+  }
+  return Status::ok();
+}
+}  // namespace
+
+Status validate_tag(std::string_view tag) {
+  if (tag.empty()) return Status::error(EINVAL, "snapshot tag must not be empty");
+  if (tag.size() > kMaxTagLength) {
+    return Status::error(EINVAL, "snapshot tag is longer than " + std::to_string(kMaxTagLength) + " bytes");
+  }
+  return validate_characters(tag, "snapshot tag");
+}
+
 Status validate_vdi_name(std::string_view name) {
   if (name.empty()) return Status::error(EINVAL, "VDI name must not be empty");
   if (name.size() > kMaxVdiNameLength) {
     return Status::error(EINVAL, "VDI name is longer than " + std::to_string(kMaxVdiNameLength) + " bytes");
   }
-  for (char c : name) {
-    if (c == '@' || c == '/') return Status::error(EINVAL, "VDI name must not contain '@' or '/'");
-    if (c <= ' ' || c > '~') return Status::error(EINVAL, "VDI name must be printable ASCII without spaces");
-  }
-  return Status::ok();
+  return validate_characters(name, "VDI name");
 }
 
 }  // namespace kelpie

@@ -26,6 +26,7 @@ constexpr uint32_t kMinObjectShift = 20;
 constexpr uint32_t kMaxObjectShift = 26;
 constexpr uint32_t kDefaultObjectShift = 22;
 constexpr size_t kMaxVdiNameLength = 255;
+constexpr size_t kMaxTagLength = 64;
 constexpr uint32_t kInodeFormatVersion = 1;
 
 struct Inode {
@@ -39,7 +40,10 @@ struct Inode {
   uint64_t size_bytes = 0;
   int64_t created_unix_s = 0;
   std::string name;
+  std::string tag;               // snapshot tag; empty for a writable VDI
   std::vector<VdiId> map_table;  // kMaxMapObjects entries
+
+  bool is_snapshot() const { return snapshot_id != 0; }
 
   uint64_t object_size() const { return uint64_t{1} << object_shift; }
   uint64_t object_count() const { return (size_bytes + object_size() - 1) >> object_shift; }
@@ -53,7 +57,9 @@ std::vector<uint8_t> encode_inode(const Inode& inode);
 // EINVAL on bad magic, version, crc or field values.
 Result<Inode> decode_inode(std::span<const uint8_t> bytes);
 
-// Names: 1..255 bytes of printable ASCII without '@', '/' or spaces around.
+// Names: 1..255 bytes of printable ASCII without '@', '/' or spaces.
 Status validate_vdi_name(std::string_view name);
+// Tags: 1..64 bytes, same character rules as names.
+Status validate_tag(std::string_view tag);
 
 }  // namespace kelpie

@@ -678,4 +678,18 @@ Task<Status> LocalStore::flush() {
   co_return co_await when_all(std::move(tasks));
 }
 
+Task<Result<std::vector<ObjectId>>> LocalStore::list_objects(VdiId owner) {
+  // A directory scan: control plane only (reclaim), never on the data path.
+  std::vector<ObjectId> found;
+  std::string dir_path = data_dir_ + "/" + kObjectsDir;
+  DIR* dir = ::opendir(dir_path.c_str());
+  if (dir == nullptr) co_return Status::error(errno, "opendir " + dir_path);
+  while (dirent* entry = ::readdir(dir)) {
+    auto id = ObjectId::from_hex(entry->d_name);
+    if (id && id->vdi == owner) found.push_back(*id);
+  }
+  ::closedir(dir);
+  co_return found;
+}
+
 }  // namespace kelpie

@@ -44,6 +44,7 @@ class LocalStore final : public ObjectStore {
   Task<Status> create_from(ObjectId dst, ObjectId src) override;
   Task<Status> remove(ObjectId id) override;
   Task<Status> flush() override;
+  Task<Result<std::vector<ObjectId>>> list_objects(VdiId owner) override;
 
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }

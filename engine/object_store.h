@@ -21,6 +21,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "common/status.h"
 #include "engine/object_id.h"
@@ -47,6 +48,9 @@ class ObjectStore {
   // Deletes the object; removing a missing object succeeds.
   virtual Task<Status> remove(ObjectId id) = 0;
   virtual Task<Status> flush() = 0;
+  // Every object owned by VDI `owner` that this store holds (reclaim uses it to find
+  // objects no map references, including copies a crash left unreferenced).
+  virtual Task<Result<std::vector<ObjectId>>> list_objects(VdiId owner) = 0;
 };
 
 }  // namespace kelpie

@@ -16,14 +16,21 @@ struct Vdi::PerReactor {
   std::unordered_map<uint32_t, AsyncMutex> map_locks;
 };
 
-Vdi::Vdi(Inode inode, ObjectStore& store, const ReactorPool& reactors)
+Vdi::Vdi(Inode inode, bool read_only, ObjectStore& store, const ReactorPool& reactors)
     : inode_(std::move(inode)),
+      read_only_(read_only),
+      head_id_(inode_.id),
+      parent_id_(inode_.parent),
       store_(store),
       reactors_(reactors),
       size_bytes_(inode_.size_bytes),
-      map_(new std::atomic<std::atomic<uint32_t>*>[kMaxMapObjects]) {
+      map_(new std::atomic<std::atomic<uint32_t>*>[kMaxMapObjects]),
+      map_owned_(new std::atomic<bool>[kMaxMapObjects]) {
   inode_.map_table.resize(kMaxMapObjects, kNoVdi);
-  for (uint32_t k = 0; k < kMaxMapObjects; ++k) map_[k].store(nullptr);
+  for (uint32_t k = 0; k < kMaxMapObjects; ++k) {
+    map_[k].store(nullptr);
+    map_owned_[k].store(inode_.map_table[k] == inode_.id);
+  }
   for (size_t i = 0; i < reactors_.size(); ++i) per_reactor_.push_back(std::make_unique<PerReactor>());
 }
 
@@ -42,6 +49,7 @@ std::atomic<uint32_t>* new_map_chunk() {
 }  // namespace
 
 uint32_t Vdi::map_get(uint32_t index) const {
+  if (index / kMapEntriesPerObject >= kMaxMapObjects) return kNoVdi;
   std::atomic<uint32_t>* chunk = map_[index / kMapEntriesPerObject].load(std::memory_order_acquire);
   return chunk == nullptr ? kNoVdi : chunk[index % kMapEntriesPerObject].load(std::memory_order_acquire);
 }
@@ -51,6 +59,22 @@ uint64_t Vdi::allocated_objects() const {
   uint64_t objects = (size() + object_size() - 1) >> object_shift();
   for (uint64_t i = 0; i < objects; ++i) count += map_get(static_cast<uint32_t>(i)) != kNoVdi;
   return count;
+}
+
+uint64_t Vdi::owned_objects() const {
+  uint64_t count = 0;
+  uint64_t objects = (size() + object_size() - 1) >> object_shift();
+  VdiId self = id();
+  for (uint64_t i = 0; i < objects; ++i) count += map_get(static_cast<uint32_t>(i)) == self;
+  return count;
+}
+
+uint64_t Vdi::shared_objects() const { return allocated_objects() - owned_objects(); }
+
+Inode Vdi::inode() const {
+  Inode copy = inode_;
+  copy.size_bytes = size();
+  return copy;
 }
 
 Task<Status> Vdi::write_inode() {
@@ -89,19 +113,28 @@ Task<Status> Vdi::load() {
 }
 
 Task<Status> Vdi::ensure_map_object(uint32_t k) {
-  if (map_[k].load(std::memory_order_acquire) != nullptr) co_return Status::ok();
+  if (map_owned_[k].load(std::memory_order_acquire)) co_return Status::ok();
   Reactor* home = Reactor::current();
   co_await switch_to(reactors_.at(0));
   Status st;
   {
     AsyncMutex::Guard guard = co_await inode_mutex_.lock();
-    if (map_[k].load() == nullptr) {
-      // Target before pointer: the (zero) map object exists before the table names it.
-      st = co_await store_.write(map_id(k), 0, {}, {false, true, kMapObjectSize});
+    if (!map_owned_[k].load()) {
+      // A new map object, or this head's own copy of an ancestor's (copy-on-write).
+      // Target before pointer: it is written in full before the table names it.
+      std::atomic<uint32_t>* chunk = map_[k].load();
+      if (chunk == nullptr) {
+        st = co_await store_.write(map_id(k), 0, {}, {false, true, kMapObjectSize});
+      } else {
+        Buffer image = Buffer::get(kMapObjectSize);
+        for (uint32_t i = 0; i < kMapEntriesPerObject; ++i) put_le32(image.data() + 4 * i, chunk[i].load());
+        st = co_await store_.write(map_id(k), 0, image.span(), {false, true, kMapObjectSize});
+      }
       if (st.is_ok()) {
-        map_[k].store(new_map_chunk(), std::memory_order_release);
+        if (chunk == nullptr) map_[k].store(new_map_chunk(), std::memory_order_release);
         inode_.map_table[k] = inode_.id;
         st = co_await write_inode();
+        if (st.is_ok()) map_owned_[k].store(true, std::memory_order_release);
       }
     }
   }
@@ -152,13 +185,15 @@ Task<Status> Vdi::read_piece(uint32_t index, uint64_t offset, std::span<uint8_t>
   }
 }
 
+Task<Status> Vdi::create_from_ancestor(uint32_t index, VdiId owner) {
+  co_return co_await store_.create_from(data_id(index), ObjectId::data(owner, inode_.family, index));
+}
+
 Task<Status> Vdi::write_piece(uint32_t index, uint64_t offset, std::span<const uint8_t> data,
                               bool fua) {
   PerReactor& local = local_state();
   while (true) {
     VdiId owner = map_get(index);
-    // Snapshots (copy-on-write from an ancestor's object) are not built yet.
-    KELPIE_ASSERT(owner == kNoVdi || owner == inode_.id);
     if (owner == inode_.id) {
       Status st = co_await store_.write(data_id(index), offset, data, {fua});
       if (st.code() == ENOENT && map_get(index) != inode_.id) continue;
@@ -170,9 +205,17 @@ Task<Status> Vdi::write_piece(uint32_t index, uint64_t offset, std::span<const u
     }
     Event done;
     local.busy[index] = &done;
-    // The first write after a map entry of 0 replaces whatever copy exists.
-    Status st = co_await store_.write(data_id(index), offset, data,
-                                      {fua, true, static_cast<uint32_t>(object_size())});
+    Status st;
+    bool whole = offset == 0 && data.size() == object_size();
+    if (owner == kNoVdi || whole) {
+      // The first write after a map entry of 0 replaces whatever copy exists.
+      st = co_await store_.write(data_id(index), offset, data,
+                                 {fua, true, static_cast<uint32_t>(object_size())});
+    } else {
+      // Copy-on-write: the ancestor's object is copied where it lives, then written.
+      st = co_await create_from_ancestor(index, owner);
+      if (st.is_ok()) st = co_await store_.write(data_id(index), offset, data, {fua});
+    }
     if (st.is_ok()) st = co_await map_set(index, inode_.id, fua);
     local.busy.erase(index);
     done.set();
@@ -184,28 +227,36 @@ Task<Status> Vdi::zero_piece(uint32_t index, uint64_t offset, uint64_t length, Z
                              bool fua) {
   PerReactor& local = local_state();
   bool whole = offset == 0 && length == object_size();
+  bool keep_allocated = mode == ZeroMode::kZeroNoHole;
   while (true) {
     if (auto busy = local.busy.find(index); busy != local.busy.end()) {
       co_await busy->second->wait();
       continue;
     }
     VdiId owner = map_get(index);
-    KELPIE_ASSERT(owner == kNoVdi || owner == inode_.id);
-    if (owner == inode_.id && !(whole && mode != ZeroMode::kZeroNoHole)) {
+    if (owner == inode_.id && !(whole && !keep_allocated)) {
       Status st = co_await store_.zero(data_id(index), offset, length, fua);
       if (st.code() == ENOENT && map_get(index) != inode_.id) continue;
       co_return st;
     }
-    if (owner == kNoVdi && mode != ZeroMode::kZeroNoHole) co_return Status::ok();
+    if (owner == kNoVdi && !keep_allocated) co_return Status::ok();
     Event done;
     local.busy[index] = &done;
     Status st;
-    if (owner == kNoVdi) {  // NO_HOLE on a hole: allocate a zero object
-      st = co_await store_.write(data_id(index), 0, {}, {fua, true, static_cast<uint32_t>(object_size())});
-      if (st.is_ok()) st = co_await map_set(index, inode_.id, fua);
-    } else {  // whole object: drop the pointer first, then the target
+    auto object_bytes = static_cast<uint32_t>(object_size());
+    if (whole && !keep_allocated) {
+      // Drop the pointer first, then the target (an ancestor's object stays its own).
       st = co_await map_set(index, kNoVdi, fua);
       if (st.is_ok() && owner == inode_.id) st = co_await store_.remove(data_id(index));
+    } else if (owner == kNoVdi || whole) {
+      // NO_HOLE on a hole, or over a whole ancestor object: a fresh zero object.
+      st = co_await store_.write(data_id(index), 0, {}, {fua, true, object_bytes});
+      if (st.is_ok()) st = co_await map_set(index, inode_.id, fua);
+    } else {
+      // Part of an ancestor's object: copy it, then zero the part.
+      st = co_await create_from_ancestor(index, owner);
+      if (st.is_ok()) st = co_await store_.zero(data_id(index), offset, length, fua);
+      if (st.is_ok()) st = co_await map_set(index, inode_.id, fua);
     }
     local.busy.erase(index);
     done.set();
@@ -242,6 +293,9 @@ Task<Status> Vdi::read(uint64_t offset, std::span<uint8_t> out) {
 }
 
 Task<Status> Vdi::write(uint64_t offset, std::span<const uint8_t> data, bool fua) {
+  KELPIE_ASSERT(!read_only_);
+  co_await gate_.enter();
+  GatePass pass(gate_);
   KELPIE_ASSERT(offset + data.size() <= size());
   std::vector<Task<Status>> pieces;
   for_each_piece(offset, data.size(), object_shift(), [&](uint32_t index, uint64_t off, uint64_t at, uint64_t n) {
@@ -252,6 +306,9 @@ Task<Status> Vdi::write(uint64_t offset, std::span<const uint8_t> data, bool fua
 }
 
 Task<Status> Vdi::zero_range(uint64_t offset, uint64_t length, ZeroMode mode, bool fua) {
+  KELPIE_ASSERT(!read_only_);
+  co_await gate_.enter();
+  GatePass pass(gate_);
   KELPIE_ASSERT(offset + length <= size());
   // Bounded fan-out: a trim of a whole 64 TiB disk must not make millions of tasks at once.
   constexpr size_t kBatch = 64;
@@ -335,25 +392,37 @@ Task<Status> Vdi::resize(uint64_t new_size) {
   co_return st;
 }
 
-Task<Status> Vdi::destroy() {
-  uint64_t objects = (size() + object_size() - 1) >> object_shift();
-  std::vector<Task<Status>> batch;
-  Status st;
-  for (uint64_t i = 0; i < objects && st.is_ok(); ++i) {
-    auto index = static_cast<uint32_t>(i);
-    if (map_get(index) == inode_.id) batch.push_back(store_.remove(data_id(index)));
-    if (batch.size() == 64) {
-      st = co_await when_all(std::move(batch));
-      batch.clear();
-    }
-  }
-  if (st.is_ok()) st = co_await when_all(std::move(batch));
-  for (uint32_t k = 0; k < kMaxMapObjects && st.is_ok(); ++k) {
-    if (inode_.map_table[k] == inode_.id) st = co_await store_.remove(map_id(k));
-  }
-  if (st.is_ok()) st = co_await store_.remove(ObjectId::inode(inode_.id, inode_.family));
+Task<Status> Vdi::freeze_and_continue(VdiId new_head, uint32_t snapshot_id, std::string tag,
+                                      int64_t now_unix_s) {
+  KELPIE_ASSERT(!read_only_);
+  Inode frozen = inode();
+  frozen.snapshot_id = snapshot_id;
+  frozen.tag = std::move(tag);
+  Inode head = inode();
+  head.id = new_head;
+  head.parent = frozen.id;
+  head.snapshot_id = 0;
+  head.tag.clear();
+  head.created_unix_s = now_unix_s;
+  // The new head first (its table names the frozen inode's map objects), then the
+  // frozen inode, both durable before the directory makes the switch official.
+  std::vector<uint8_t> head_image = encode_inode(head);
+  Status st = co_await store_.write(ObjectId::inode(new_head, head.family), 0, head_image,
+                                    {false, true, kInodeObjectSize});
+  std::vector<uint8_t> frozen_image = encode_inode(frozen);
+  if (st.is_ok()) st = co_await store_.write(ObjectId::inode(frozen.id, frozen.family), 0, frozen_image, {});
   if (st.is_ok()) st = co_await store_.flush();
+  if (st.is_ok()) pending_head_ = std::move(head);
   co_return st;
+}
+
+void Vdi::switch_to_new_head() {
+  KELPIE_ASSERT(pending_head_.has_value());
+  inode_ = std::move(*pending_head_);
+  pending_head_.reset();
+  for (uint32_t k = 0; k < kMaxMapObjects; ++k) map_owned_[k].store(false, std::memory_order_release);
+  parent_id_.store(inode_.parent, std::memory_order_release);
+  head_id_.store(inode_.id, std::memory_order_release);
 }
 
 }  // namespace kelpie

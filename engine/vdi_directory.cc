@@ -1,11 +1,9 @@
 #include "engine/vdi_directory.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <ctime>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "common/log.h"
@@ -16,10 +14,33 @@ namespace kelpie {
 namespace {
 constexpr char kFileName[] = "vdis.json";
 constexpr int kDirectoryVersion = 1;
+constexpr size_t kReclaimBatch = 64;
+
+Status not_found(const std::string& name) { return Status::error(ENOENT, "VDI '" + name + "' not found"); }
 }  // namespace
+
+std::pair<std::string, std::string> split_snapshot_name(const std::string& text) {
+  size_t at = text.find('@');
+  if (at == std::string::npos) return {text, ""};
+  return {text.substr(0, at), text.substr(at + 1)};
+}
 
 VdiDirectory::VdiDirectory(std::string data_dir, ObjectStore& store, const ReactorPool& reactors)
     : data_dir_(std::move(data_dir)), store_(store), reactors_(reactors) {}
+
+// ---- persistence -------------------------------------------------------------
+
+Result<std::shared_ptr<Vdi>> VdiDirectory::load_vdi(VdiId id, VdiId family, bool read_only) {
+  std::vector<uint8_t> image(kInodeObjectSize);
+  Status st = reactors_.at(0).block_on(store_.read(ObjectId::inode(id, family), 0, image));
+  if (!st.is_ok()) return Status::error(EIO, "inode " + std::to_string(id) + " unreadable: " + st.to_string());
+  auto inode = decode_inode(image);
+  if (!inode) return Status::error(EIO, "inode " + std::to_string(id) + ": " + inode.status().message());
+  auto vdi = std::make_shared<Vdi>(std::move(*inode), read_only, store_, reactors_);
+  st = reactors_.at(0).block_on(vdi->load());
+  if (!st.is_ok()) return st;
+  return vdi;
+}
 
 Status VdiDirectory::open() {
   std::string path = data_dir_ + "/" + kFileName;
@@ -32,21 +53,31 @@ Status VdiDirectory::open() {
     return Status::error(EINVAL, path + " is damaged or of an unknown version");
   }
   next_id_ = doc.value("next_id", 1u);
-  for (const auto& entry : doc["vdis"]) {
-    VdiId id = entry.value("id", 0u);
-    VdiId family = entry.value("family", 0u);
-    std::string name = entry.value("name", "");
-    std::vector<uint8_t> image(kInodeObjectSize);
-    Status st = reactors_.at(0).block_on(store_.read(ObjectId::inode(id, family), 0, image));
-    if (!st.is_ok()) return Status::error(EIO, "inode of VDI '" + name + "' unreadable: " + st.to_string());
-    auto inode = decode_inode(image);
-    if (!inode) return Status::error(EIO, "inode of VDI '" + name + "': " + inode.status().message());
-    auto vdi = std::make_shared<Vdi>(std::move(*inode), store_, reactors_);
-    st = reactors_.at(0).block_on(vdi->load());
-    if (!st.is_ok()) return st;
-    vdis_[name] = std::move(vdi);
+  for (const auto& item : doc.value("reclaim", nlohmann::json::array())) {
+    reclaims_.push_back({item.value("id", 0u), item.value("family", 0u)});
   }
-  KELPIE_LOG_INFO("loaded {} VDIs", vdis_.size());
+  for (const auto& item : doc.value("retained", nlohmann::json::array())) {
+    retained_.push_back({item.value("id", 0u), item.value("family", 0u)});
+  }
+  for (const auto& item : doc.value("vdis", nlohmann::json::array())) {
+    std::string name = item.value("name", "");
+    VdiId family = item.value("family", 0u);
+    auto head = load_vdi(item.value("id", 0u), family, false);
+    if (!head) return Status::error(EIO, "VDI '" + name + "': " + head.status().message());
+    Entry entry{*head, {}, item.value("restored_from", "")};
+    for (const auto& snap : item.value("snapshots", nlohmann::json::array())) {
+      auto vdi = load_vdi(snap.value("id", 0u), family, true);
+      if (!vdi) return Status::error(EIO, "snapshot of '" + name + "': " + vdi.status().message());
+      entry.snapshots.push_back(*vdi);
+    }
+    entries_[name] = std::move(entry);
+  }
+  KELPIE_LOG_INFO("loaded {} VDIs", entries_.size());
+  if (!reclaims_.empty()) {
+    KELPIE_LOG_INFO("resuming reclaim of {} deleted VDIs/snapshots", reclaims_.size());
+    std::lock_guard control(control_mutex_);
+    return reclaim_pending();
+  }
   return Status::ok();
 }
 
@@ -55,12 +86,68 @@ Status VdiDirectory::save_locked() {
   doc["version"] = kDirectoryVersion;
   doc["next_id"] = next_id_;
   doc["vdis"] = nlohmann::json::array();
-  for (const auto& [name, vdi] : vdis_) {
-    doc["vdis"].push_back({{"name", name}, {"id", vdi->id()}, {"family", vdi->id()}});
+  for (const auto& [name, entry] : entries_) {
+    nlohmann::json item = {{"name", name}, {"id", entry.head->id()}, {"family", entry.head->family()}};
+    if (!entry.restored_from.empty()) item["restored_from"] = entry.restored_from;
+    item["snapshots"] = nlohmann::json::array();
+    for (const auto& snap : entry.snapshots) {
+      item["snapshots"].push_back({{"tag", snap->tag()}, {"id", snap->id()}});
+    }
+    doc["vdis"].push_back(std::move(item));
   }
+  doc["reclaim"] = nlohmann::json::array();
+  for (const Reclaim& r : reclaims_) doc["reclaim"].push_back({{"id", r.id}, {"family", r.family}});
+  doc["retained"] = nlohmann::json::array();
+  for (const Reclaim& r : retained_) doc["retained"].push_back({{"id", r.id}, {"family", r.family}});
   std::string text = doc.dump(1) + "\n";
   return write_file_atomically(data_dir_, kFileName, text.data(), text.size());
 }
+
+// ---- lookups -----------------------------------------------------------------
+
+std::shared_ptr<Vdi> VdiDirectory::find_locked(const std::string& text) const {
+  auto [name, tag] = split_snapshot_name(text);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return nullptr;
+  if (text.find('@') == std::string::npos) return it->second.head;
+  for (const auto& snap : it->second.snapshots)
+    if (snap->tag() == tag) return snap;
+  return nullptr;
+}
+
+std::shared_ptr<Vdi> VdiDirectory::find(const std::string& name) const {
+  std::lock_guard lock(mutex_);
+  return find_locked(name);
+}
+
+Result<VdiDirectory::Listed> VdiDirectory::lookup(const std::string& text) const {
+  std::lock_guard lock(mutex_);
+  auto vdi = find_locked(text);
+  if (!vdi) {
+    if (text.find('@') != std::string::npos) return Status::error(ENOENT, "snapshot '" + text + "' not found");
+    return not_found(text);
+  }
+  std::string restored;
+  if (!vdi->read_only()) restored = entries_.at(text).restored_from;
+  return Listed{text, vdi, restored};
+}
+
+std::vector<VdiDirectory::Listed> VdiDirectory::list() const {
+  std::lock_guard lock(mutex_);
+  std::vector<Listed> out;
+  for (const auto& [name, entry] : entries_) {
+    out.push_back({name, entry.head, entry.restored_from});
+    for (const auto& snap : entry.snapshots) out.push_back({name + "@" + snap->tag(), snap, ""});
+  }
+  return out;
+}
+
+size_t VdiDirectory::pending_reclaims() const {
+  std::lock_guard lock(mutex_);
+  return reclaims_.size();
+}
+
+// ---- create, resize ------------------------------------------------------------
 
 Status VdiDirectory::validate_size(uint64_t size_bytes, uint32_t object_shift) {
   if (object_shift < kMinObjectShift || object_shift > kMaxObjectShift) {
@@ -83,7 +170,7 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::create(const std::string& name, uint6
   VdiId id;
   {
     std::lock_guard lock(mutex_);
-    if (vdis_.contains(name)) return Status::error(EEXIST, "VDI '" + name + "' already exists");
+    if (entries_.contains(name)) return Status::error(EEXIST, "VDI '" + name + "' already exists");
     id = next_id_++;
   }
   Inode inode;
@@ -93,14 +180,14 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::create(const std::string& name, uint6
   inode.size_bytes = size_bytes;
   inode.created_unix_s = std::time(nullptr);
   inode.name = name;
-  auto vdi = std::make_shared<Vdi>(std::move(inode), store_, reactors_);
+  auto vdi = std::make_shared<Vdi>(std::move(inode), false, store_, reactors_);
   Status st = reactors_.at(0).block_on(vdi->create());
   if (!st.is_ok()) return st;
   std::lock_guard lock(mutex_);
-  vdis_[name] = vdi;
+  entries_[name] = Entry{vdi, {}, ""};
   st = save_locked();
   if (!st.is_ok()) {
-    vdis_.erase(name);
+    entries_.erase(name);
     return st;
   }
   KELPIE_LOG_INFO("created VDI '{}' id {} size {} object size {}", name, id, format_size(size_bytes),
@@ -108,39 +195,11 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::create(const std::string& name, uint6
   return vdi;
 }
 
-Status VdiDirectory::remove(const std::string& name) {
-  std::lock_guard control(control_mutex_);
-  std::shared_ptr<Vdi> vdi;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = vdis_.find(name);
-    if (it == vdis_.end()) return Status::error(ENOENT, "VDI '" + name + "' not found");
-    if (it->second->attached.load() > 0) {
-      return Status::error(EBUSY, "VDI '" + name + "' is attached by " +
-                                      std::to_string(it->second->attached.load()) + " NBD connection(s)");
-    }
-    vdi = it->second;
-    vdis_.erase(it);
-    Status st = save_locked();
-    if (!st.is_ok()) {
-      vdis_[name] = vdi;
-      return st;
-    }
-  }
-  Status st = reactors_.at(0).block_on(vdi->destroy());
-  if (!st.is_ok()) {
-    KELPIE_LOG_ERROR("VDI '{}' removed from the directory, but reclaiming its objects failed: {}",
-                     name, st.to_string());
-    return st;
-  }
-  KELPIE_LOG_INFO("deleted VDI '{}'", name);
-  return Status::ok();
-}
-
 Status VdiDirectory::resize(const std::string& name, uint64_t size_bytes) {
   std::lock_guard control(control_mutex_);
+  if (name.find('@') != std::string::npos) return Status::error(EINVAL, "a snapshot cannot be resized");
   std::shared_ptr<Vdi> vdi = find(name);
-  if (!vdi) return Status::error(ENOENT, "VDI '" + name + "' not found");
+  if (!vdi) return not_found(name);
   if (Status st = validate_size(size_bytes, vdi->object_shift()); !st.is_ok()) return st;
   if (size_bytes < vdi->size() && vdi->attached.load() > 0) {
     return Status::error(EBUSY, "VDI '" + name + "' is attached; shrinking needs it detached");
@@ -148,17 +207,299 @@ Status VdiDirectory::resize(const std::string& name, uint64_t size_bytes) {
   return reactors_.at(0).block_on(vdi->resize(size_bytes));
 }
 
-std::shared_ptr<Vdi> VdiDirectory::find(const std::string& name) const {
+Status VdiDirectory::set_restored_from(const std::string& name, const std::string& identity) {
+  std::lock_guard control(control_mutex_);
   std::lock_guard lock(mutex_);
-  auto it = vdis_.find(name);
-  return it == vdis_.end() ? nullptr : it->second;
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return not_found(name);
+  it->second.restored_from = identity;
+  return save_locked();
 }
 
-std::vector<std::shared_ptr<Vdi>> VdiDirectory::list() const {
+// ---- snapshots, clones, rollback ------------------------------------------------
+
+Result<VdiDirectory::Listed> VdiDirectory::snapshot(const std::string& name, const std::string& requested_tag) {
+  std::lock_guard control(control_mutex_);
+  if (name.find('@') != std::string::npos) {
+    return Status::error(EINVAL, "'" + name + "' is a snapshot; snapshot its VDI instead");
+  }
+  std::shared_ptr<Vdi> head;
+  std::string tag = requested_tag;
+  VdiId new_id;
+  uint32_t snapshot_number;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) return not_found(name);
+    head = it->second.head;
+    snapshot_number = static_cast<uint32_t>(it->second.snapshots.size()) + 1;
+    for (const auto& snap : it->second.snapshots)
+      snapshot_number = std::max(snapshot_number, snap->inode().snapshot_id + 1);
+    if (tag.empty()) tag = std::to_string(snapshot_number);
+    if (Status st = validate_tag(tag); !st.is_ok()) return st;
+    if (find_locked(name + "@" + tag)) {
+      return Status::error(EEXIST, "snapshot '" + name + "@" + tag + "' already exists");
+    }
+    new_id = next_id_++;
+  }
+  // Stop and drain the writers; the head goes on under new_id, old id frozen.
+  head->gate().close_and_drain();
+  VdiId frozen_id = head->id();
+  Status st = reactors_.at(0).block_on(
+      head->freeze_and_continue(new_id, snapshot_number, tag, std::time(nullptr)));
+  Result<std::shared_ptr<Vdi>> frozen = st.is_ok() ? load_vdi(frozen_id, head->family(), true) : st;
+  if (!frozen) {
+    head->gate().open();
+    return frozen.status();
+  }
+  head->switch_to_new_head();
+  {
+    std::lock_guard lock(mutex_);
+    entries_[name].snapshots.push_back(*frozen);
+    st = save_locked();
+  }
+  head->gate().open();
+  if (!st.is_ok()) {
+    KELPIE_LOG_CRITICAL("snapshot {}@{} taken but the directory could not be saved: {}", name, tag,
+                        st.to_string());
+    return st;
+  }
+  KELPIE_LOG_INFO("snapshot {}@{}: frozen id {}, VDI continues as id {}", name, tag, frozen_id, new_id);
+  return Listed{name + "@" + tag, *frozen, ""};
+}
+
+Result<std::shared_ptr<Vdi>> VdiDirectory::make_head_from(const Vdi& snapshot, const std::string& name) {
+  Inode inode = snapshot.inode();
+  {
+    std::lock_guard lock(mutex_);
+    inode.id = next_id_++;
+  }
+  inode.parent = snapshot.id();
+  inode.snapshot_id = 0;
+  inode.tag.clear();
+  inode.name = name;
+  inode.created_unix_s = std::time(nullptr);
+  auto vdi = std::make_shared<Vdi>(std::move(inode), false, store_, reactors_);
+  Status st = reactors_.at(0).block_on(vdi->create());
+  if (st.is_ok()) st = reactors_.at(0).block_on(vdi->load());
+  if (!st.is_ok()) return st;
+  return vdi;
+}
+
+Result<VdiDirectory::Listed> VdiDirectory::clone(const std::string& snapshot, const std::string& new_name) {
+  std::lock_guard control(control_mutex_);
+  if (snapshot.find('@') == std::string::npos) {
+    return Status::error(EINVAL, "'" + snapshot + "' is not a snapshot (expected NAME@TAG)");
+  }
+  if (Status st = validate_vdi_name(new_name); !st.is_ok()) return st;
+  std::shared_ptr<Vdi> source = find(snapshot);
+  if (!source) return Status::error(ENOENT, "snapshot '" + snapshot + "' not found");
+  if (find(new_name)) return Status::error(EEXIST, "VDI '" + new_name + "' already exists");
+  auto vdi = make_head_from(*source, new_name);
+  if (!vdi) return vdi.status();
   std::lock_guard lock(mutex_);
-  std::vector<std::shared_ptr<Vdi>> out;
-  for (const auto& [name, vdi] : vdis_) out.push_back(vdi);
-  return out;
+  entries_[new_name] = Entry{*vdi, {}, ""};
+  if (Status st = save_locked(); !st.is_ok()) {
+    entries_.erase(new_name);
+    return st;
+  }
+  KELPIE_LOG_INFO("cloned {} as '{}' (id {})", snapshot, new_name, (*vdi)->id());
+  return Listed{new_name, *vdi, ""};
+}
+
+Result<VdiDirectory::Listed> VdiDirectory::rollback(const std::string& snapshot) {
+  std::lock_guard control(control_mutex_);
+  auto [name, tag] = split_snapshot_name(snapshot);
+  if (snapshot.find('@') == std::string::npos) {
+    return Status::error(EINVAL, "'" + snapshot + "' is not a snapshot (expected NAME@TAG)");
+  }
+  std::shared_ptr<Vdi> source = find(snapshot);
+  if (!source) return Status::error(ENOENT, "snapshot '" + snapshot + "' not found");
+  std::shared_ptr<Vdi> old_head = find(name);
+  if (old_head->attached.load() > 0) {
+    return Status::error(EBUSY, "VDI '" + name + "' is attached; rollback needs it detached");
+  }
+  auto vdi = make_head_from(*source, name);
+  if (!vdi) return vdi.status();
+  {
+    std::lock_guard lock(mutex_);
+    entries_[name].head = *vdi;
+    entries_[name].restored_from.clear();
+    reclaims_.push_back({old_head->id(), old_head->family()});
+    requeue_retained_locked(old_head->family());
+    if (Status st = save_locked(); !st.is_ok()) {
+      entries_[name].head = old_head;
+      reclaims_.pop_back();
+      return st;
+    }
+  }
+  KELPIE_LOG_INFO("rolled '{}' back to {} (new id {})", name, snapshot, (*vdi)->id());
+  if (Status st = reclaim_pending(); !st.is_ok()) return st;
+  return Listed{name, *vdi, ""};
+}
+
+// ---- delete and reclaim ---------------------------------------------------------
+
+Status VdiDirectory::remove(const std::string& text) {
+  std::lock_guard control(control_mutex_);
+  auto [name, tag] = split_snapshot_name(text);
+  {
+    std::lock_guard lock(mutex_);
+    auto it = entries_.find(name);
+    if (it == entries_.end()) return not_found(name);
+    Entry& entry = it->second;
+    auto busy = [](const std::shared_ptr<Vdi>& v) { return v->attached.load() > 0; };
+    if (text.find('@') != std::string::npos) {
+      auto snap = std::find_if(entry.snapshots.begin(), entry.snapshots.end(),
+                               [&](const auto& s) { return s->tag() == tag; });
+      if (snap == entry.snapshots.end()) return Status::error(ENOENT, "snapshot '" + text + "' not found");
+      if (busy(*snap)) return Status::error(EBUSY, "snapshot '" + text + "' is attached");
+      reclaims_.push_back({(*snap)->id(), (*snap)->family()});
+      requeue_retained_locked((*snap)->family());
+      entry.snapshots.erase(snap);
+    } else {
+      if (busy(entry.head)) {
+        return Status::error(EBUSY, "VDI '" + name + "' is attached by " +
+                                        std::to_string(entry.head->attached.load()) + " NBD connection(s)");
+      }
+      for (const auto& snap : entry.snapshots)
+        if (busy(snap)) return Status::error(EBUSY, "snapshot '" + name + "@" + snap->tag() + "' is attached");
+      reclaims_.push_back({entry.head->id(), entry.head->family()});
+      for (const auto& snap : entry.snapshots) reclaims_.push_back({snap->id(), snap->family()});
+      requeue_retained_locked(entry.head->family());
+      entries_.erase(it);
+    }
+    if (Status st = save_locked(); !st.is_ok()) return st;
+  }
+  KELPIE_LOG_INFO("deleted '{}'", text);
+  return reclaim_pending();
+}
+
+void VdiDirectory::requeue_retained_locked(VdiId family) {
+  for (auto it = retained_.begin(); it != retained_.end();) {
+    if (it->family == family) {
+      reclaims_.push_back(*it);
+      it = retained_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+Status VdiDirectory::reclaim_pending() {
+  while (true) {
+    Reclaim target;
+    std::vector<std::shared_ptr<Vdi>> live;
+    {
+      std::lock_guard lock(mutex_);
+      if (reclaims_.empty()) return Status::ok();
+      target = reclaims_.front();
+      // Rule 9: the family's members are read afresh for every reclaim, under the
+      // control mutex, so a clone made before this point keeps what it shares.
+      for (const auto& [name, entry] : entries_) {
+        if (entry.head->family() == target.family) live.push_back(entry.head);
+        for (const auto& snap : entry.snapshots)
+          if (snap->family() == target.family) live.push_back(snap);
+      }
+    }
+    auto kept = reactors_.at(0).block_on(reclaim_one(target, std::move(live)));
+    if (!kept) {
+      KELPIE_LOG_ERROR("reclaim of id {} failed: {}; it resumes at the next start", target.id,
+                       kept.status().to_string());
+      return kept.status();
+    }
+    std::lock_guard lock(mutex_);
+    reclaims_.erase(reclaims_.begin());
+    if (*kept > 0) retained_.push_back(target);
+    if (Status saved = save_locked(); !saved.is_ok()) return saved;
+  }
+}
+
+Task<Result<size_t>> VdiDirectory::reclaim_one(Reclaim target, std::vector<std::shared_ptr<Vdi>> live) {
+  auto objects = co_await store_.list_objects(target.id);
+  if (!objects) co_return objects.status();
+  std::set<uint32_t> referenced_maps;
+  for (const auto& vdi : live) {
+    Inode inode = vdi->inode();
+    for (uint32_t k = 0; k < kMaxMapObjects; ++k)
+      if (inode.map_table[k] == target.id) referenced_maps.insert(k);
+  }
+  std::vector<Task<Status>> batch;
+  Status st;
+  size_t freed = 0;
+  size_t kept = 0;
+  std::optional<ObjectId> inode_object;
+  for (const ObjectId& id : *objects) {
+    bool referenced = false;
+    if (id.type == ObjectType::kData) {
+      for (const auto& vdi : live) referenced = referenced || vdi->map_owner(id.index) == target.id;
+    } else if (id.type == ObjectType::kMap) {
+      referenced = referenced_maps.contains(id.index);
+    } else if (id.type == ObjectType::kInode) {
+      inode_object = id;  // last: while it exists the reclaim can be found again
+      continue;
+    }
+    if (referenced) {
+      ++kept;
+      continue;
+    }
+    batch.push_back(store_.remove(id));
+    ++freed;
+    if (batch.size() == kReclaimBatch) {
+      st = co_await when_all(std::move(batch));
+      batch.clear();
+      if (!st.is_ok()) co_return st;
+      co_await yield_now();  // let client I/O on this reactor through between batches
+    }
+  }
+  st = co_await when_all(std::move(batch));
+  if (st.is_ok()) st = co_await store_.flush();
+  // The inode goes last, once nothing of this id is shared any more.
+  bool drop_inode = kept == 0 && inode_object.has_value();
+  if (st.is_ok() && drop_inode) st = co_await store_.remove(*inode_object);
+  if (st.is_ok()) st = co_await store_.flush();
+  if (!st.is_ok()) co_return st;
+  KELPIE_LOG_INFO("reclaimed id {}: freed {} objects, {} still shared", target.id,
+                  freed + (drop_inode ? 1 : 0), kept);
+  co_return kept;
+}
+
+// ---- backup support ----------------------------------------------------------
+
+Result<std::vector<std::pair<uint64_t, uint64_t>>> VdiDirectory::changed_extents(const std::string& to,
+                                                                                 const std::string& from) {
+  std::lock_guard control(control_mutex_);
+  if (to.find('@') == std::string::npos) return Status::error(EINVAL, "'" + to + "' is not a snapshot (expected NAME@TAG)");
+  std::shared_ptr<Vdi> target = find(to);
+  if (!target) return Status::error(ENOENT, "snapshot '" + to + "' not found");
+  std::shared_ptr<Vdi> base;
+  if (!from.empty()) {
+    if (from.find('@') == std::string::npos) return Status::error(EINVAL, "'" + from + "' is not a snapshot (expected NAME@TAG)");
+    base = find(from);
+    if (!base) return Status::error(ENOENT, "snapshot '" + from + "' not found");
+    if (base->family() != target->family() || base->object_shift() != target->object_shift()) {
+      return Status::error(EINVAL, "'" + from + "' and '" + to + "' are not snapshots of one VDI family");
+    }
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> extents;
+  uint64_t size = target->size();
+  uint64_t objects = (size + target->object_size() - 1) >> target->object_shift();
+  uint64_t base_objects = base ? (base->size() + base->object_size() - 1) >> base->object_shift() : 0;
+  for (uint64_t i = 0; i < objects; ++i) {
+    auto index = static_cast<uint32_t>(i);
+    VdiId now = target->map_owner(index);
+    VdiId before = base && i < base_objects ? base->map_owner(index) : kNoVdi;
+    bool changed = base ? now != before : now != kNoVdi;
+    if (!changed) continue;
+    uint64_t start = i << target->object_shift();
+    uint64_t length = std::min(size, start + target->object_size()) - start;
+    if (!extents.empty() && extents.back().first + extents.back().second == start) {
+      extents.back().second += length;
+    } else {
+      extents.emplace_back(start, length);
+    }
+  }
+  return extents;
 }
 
 }  // namespace kelpie

@@ -50,6 +50,7 @@ bool Connection::attach(const std::string& name) {
   vdi_->attached.fetch_add(1);
   export_name_ = name;
   state_.size_bytes = vdi_->size();
+  state_.read_only = vdi_->read_only();  // snapshots ("NAME@TAG") are read-only exports
   return true;
 }
 
@@ -118,10 +119,10 @@ Task<Connection::Next> Connection::handle_option(uint32_t option, std::span<cons
       co_return Next::kClose;
     case kOptList: {
       if (!data.empty()) co_return reply_status(co_await send_option_error(option, kRepErrInvalid, "LIST takes no data"));
-      for (const auto& vdi : directory_.list()) {
+      for (const auto& listed : directory_.list()) {
         std::vector<uint8_t> entry;
-        append_be32(entry, static_cast<uint32_t>(vdi->name().size()));
-        put_string(entry, vdi->name());
+        append_be32(entry, static_cast<uint32_t>(listed.name.size()));
+        put_string(entry, listed.name);
         if (!(co_await send_option_reply(option, kRepServer, entry)).is_ok()) co_return Next::kClose;
       }
       co_return reply_status(co_await send_option_reply(option, kRepAck, {}));
@@ -175,6 +176,7 @@ Task<Connection::Next> Connection::handle_info(uint32_t option, std::span<const 
   append_be64(info, vdi->size());
   ExportState saved = state_;
   state_.size_bytes = vdi->size();
+  state_.read_only = vdi->read_only();
   append_be16(info, transmission_flags());
   state_ = saved;
   if (!(co_await send_option_reply(option, kRepInfo, info)).is_ok()) co_return Next::kClose;
@@ -182,10 +184,11 @@ Task<Connection::Next> Connection::handle_info(uint32_t option, std::span<const 
     info.clear();
     if (type == kInfoName) {
       append_be16(info, kInfoName);
-      put_string(info, vdi->name());
+      put_string(info, request->export_name);
     } else if (type == kInfoDescription) {
       append_be16(info, kInfoDescription);
-      put_string(info, "Kelpie VDI '" + vdi->name() + "'");
+      put_string(info, std::string(vdi->read_only() ? "Kelpie snapshot '" : "Kelpie VDI '") +
+                           request->export_name + "'");
     } else {
       continue;  // block size is always sent below; unknown types are ignored
     }

@@ -148,5 +148,63 @@ TEST_F(VdiTest, DirectoryErrorsAndDelete) {
   EXPECT_EQ((*again)->id(), 2u);
 }
 
+TEST_F(VdiTest, SnapshotFreezesContentsAndHeadCopiesOnWrite) {
+  auto vdi = *directory_->create("s", 8 * kMiB, 20);
+  std::vector<uint8_t> a(4 * kMiB, 0xaa);
+  ASSERT_TRUE(r0().block_on(vdi->write(0, a, false)).is_ok());
+  VdiId before = vdi->id();
+  auto snap = directory_->snapshot("s", "t1");
+  ASSERT_TRUE(snap.is_ok()) << snap.status().to_string();
+  EXPECT_EQ(snap->name, "s@t1");
+  EXPECT_EQ(snap->vdi->id(), before);
+  EXPECT_NE(vdi->id(), before);  // the head goes on under a new id
+  EXPECT_TRUE(snap->vdi->read_only());
+  std::vector<uint8_t> b(100, 0xbb);
+  ASSERT_TRUE(r0().block_on(vdi->write(kMiB - 50, b, false)).is_ok());  // two objects, partial
+  auto head = read(*vdi, 0, 4 * kMiB);
+  auto frozen = read(*snap->vdi, 0, 4 * kMiB);
+  EXPECT_EQ(frozen, a);
+  for (size_t i = 0; i < head.size(); ++i) {
+    bool b_range = i >= kMiB - 50 && i < kMiB + 50;
+    ASSERT_EQ(head[i], b_range ? 0xbb : 0xaa) << i;
+  }
+  EXPECT_EQ(vdi->owned_objects(), 2u);   // copied on write
+  EXPECT_EQ(vdi->shared_objects(), 2u);  // still the snapshot's
+  EXPECT_EQ(directory_->snapshot("s", "t1").status().code(), EEXIST);
+  EXPECT_EQ(directory_->snapshot("nope", "").status().code(), ENOENT);
+  // Survives a restart: the head, the snapshot and their sharing.
+  stop();
+  start();
+  EXPECT_EQ(read(*directory_->find("s@t1"), 0, 4 * kMiB), a);
+  EXPECT_EQ(read(*directory_->find("s"), 0, 4 * kMiB), head);
+}
+
+TEST_F(VdiTest, ClonesRollbackAndReclaim) {
+  auto vdi = *directory_->create("c", 8 * kMiB, 20);
+  std::vector<uint8_t> a(8 * kMiB, 0x01);
+  ASSERT_TRUE(r0().block_on(vdi->write(0, a, false)).is_ok());
+  ASSERT_TRUE(directory_->snapshot("c", "base").is_ok());
+  auto clone = directory_->clone("c@base", "c2");
+  ASSERT_TRUE(clone.is_ok());
+  EXPECT_EQ(directory_->clone("c", "c3").status().code(), EINVAL);  // not a snapshot
+  std::vector<uint8_t> x(4096, 0x22);
+  ASSERT_TRUE(r0().block_on(clone->vdi->write(3 * kMiB, x, false)).is_ok());
+  EXPECT_EQ(read(*directory_->find("c@base"), 3 * kMiB, 4096), std::vector<uint8_t>(4096, 0x01));
+  EXPECT_EQ(read(*clone->vdi, 3 * kMiB, 4096), x);
+  EXPECT_EQ(clone->vdi->owned_objects(), 1u);
+  // Rollback: the head becomes the snapshot's contents again under a new id.
+  ASSERT_TRUE(r0().block_on(directory_->find("c")->write(0, x, false)).is_ok());
+  auto rolled = directory_->rollback("c@base");
+  ASSERT_TRUE(rolled.is_ok());
+  EXPECT_EQ(read(*directory_->find("c"), 0, 4096), std::vector<uint8_t>(4096, 0x01));
+  // Delete the base VDI and its snapshot: the clone keeps the data it shares.
+  ASSERT_TRUE(directory_->remove("c").is_ok());
+  EXPECT_EQ(read(*directory_->find("c2"), 0, 8 * kMiB).at(5 * kMiB), 0x01);
+  EXPECT_EQ(read(*directory_->find("c2"), 3 * kMiB, 4096), x);
+  ASSERT_TRUE(directory_->remove("c2").is_ok());
+  EXPECT_EQ(directory_->pending_reclaims(), 0u);
+  EXPECT_EQ(store_->object_count(), 0u);
+}
+
 }  // namespace
 }  // namespace kelpie

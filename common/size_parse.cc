@@ -14,7 +14,9 @@ Result<uint64_t> parse_size(std::string_view text) {
   size_t i = 0;
   for (; i < text.size() && std::isdigit(static_cast<unsigned char>(text[i])); ++i) {
     uint64_t digit = text[i] - '0';
-    if (value > (UINT64_C(1) << 63) / 10) return Status::error(ERANGE, "size too large");
+    if (value > ((UINT64_C(1) << 63) - 1 - digit) / 10) {
+      return Status::error(ERANGE, "size '" + std::string(text) + "' too large");
+    }
     value = value * 10 + digit;
   }
   std::string_view suffix = text.substr(i);
@@ -36,7 +38,7 @@ Result<uint64_t> parse_size(std::string_view text) {
       return bad();
     }
   }
-  if (shift > 0 && value > ((UINT64_C(1) << 63) >> shift)) {
+  if (shift > 0 && value > (((UINT64_C(1) << 63) - 1) >> shift)) {
     return Status::error(ERANGE, "size '" + std::string(text) + "' too large");
   }
   return value << shift;

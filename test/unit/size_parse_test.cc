@@ -59,6 +59,9 @@ TEST(ParseSize, Overflow) {
   EXPECT_EQ(error_code("8193P"), ERANGE);
   EXPECT_EQ(error_code("9000000T"), ERANGE);
   EXPECT_EQ(error_code("99999999999999999G"), ERANGE);
+  EXPECT_EQ(error_code("9223372036854775808"), ERANGE);  // 2^63
+  EXPECT_EQ(error_code("9223372036854775809"), ERANGE);
+  EXPECT_EQ(error_code("8192P"), ERANGE);
   // The largest sizes that still fit.
   EXPECT_EQ(parsed("8191P"), uint64_t{8191} << 50);
   EXPECT_EQ(parsed("4611686018427387904"), uint64_t{1} << 62);

@@ -491,8 +491,13 @@ Task<Status> LocalStore::write_blocks(Shard& shard, Object& object, uint64_t off
     put_le32(table.data() + 4 * b, crc);
   }
   Status st = co_await mark_dirty(shard, object.id, object.object_size);
-  if (st.is_ok()) st = co_await io_.write(object.fd, blocks, kDataOffset + first * kBlockSize, fua);
-  if (st.is_ok()) st = co_await io_.write(object.fd, table.span(), kCrcTableOffset + first * 4, fua);
+  if (st.is_ok()) {
+    // Data and checksums go to the kernel in one submission.
+    std::vector<Task<Status>> writes;
+    writes.push_back(io_.write(object.fd, blocks, kDataOffset + first * kBlockSize, fua));
+    writes.push_back(io_.write(object.fd, table.span(), kCrcTableOffset + first * 4, fua));
+    st = co_await when_all(std::move(writes));
+  }
   // Whatever happened, the table in memory follows what we asked the disk to hold.
   for (uint64_t b = 0; b < count; ++b) object.crcs[first + b] = get_le32(table.data() + 4 * b);
   if (!st.is_ok()) co_return io_failure(st, object.id, "write");

@@ -136,6 +136,28 @@ TEST_F(LocalStoreTest, FlippedBitOnDiskIsEio) {
   EXPECT_EQ(write(id, 4097, pattern(3, 1)).code(), EIO);  // read-modify-write refuses too
 }
 
+TEST_F(LocalStoreTest, UncleanStopRepairsOnlyLoggedObjects) {
+  ObjectId logged = ObjectId::data(8, 8, 0);
+  ObjectId clean = ObjectId::data(8, 8, 1);
+  ASSERT_TRUE(write(clean, 0, pattern(4096, 1), true).is_ok());
+  ASSERT_TRUE(reactors_[0]->block_on(store_->flush()).is_ok());  // `clean` is synced, off the log
+  ASSERT_TRUE(write(logged, 0, pattern(4096, 2), true).is_ok());
+  stop(false);
+  // A torn write: new data reached the disk, its checksum did not (and bit rot elsewhere).
+  for (ObjectId id : {logged, clean}) {
+    int fd = ::open(object_file(id).c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    uint8_t byte = 0x99;
+    ASSERT_EQ(::pwrite(fd, &byte, 1, kDataOffset + 10), 1);
+    ::close(fd);
+  }
+  start();
+  auto repaired = read(logged, 0, 4096);
+  ASSERT_TRUE(repaired.is_ok());  // was mid-write: the data on disk now stands
+  EXPECT_EQ((*repaired)[10], 0x99);
+  EXPECT_EQ(read(clean, 0, 4096).status().code(), EIO);  // not logged: bit rot is caught
+}
+
 TEST_F(LocalStoreTest, ZeroAndRemove) {
   ObjectId id = ObjectId::data(4, 4, 2);
   ASSERT_TRUE(write(id, 0, pattern(65536, 2), true).is_ok());

@@ -9,11 +9,14 @@
 //    (exit 1). Messages are the daemon's own when it refused the request.
 //  - Output: tables and "key: value" lines for people, --json for programs (field
 //    names are those of common/admin_wire.h; byte counts are integers).
+//  - Snapshots are named "NAME@TAG" everywhere on the command line and in output.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -32,8 +35,10 @@ struct CliInvocation {
   bool help = false;
   bool version = false;
   std::optional<std::string> object_size;
+  std::optional<std::string> tag;         // --tag (vdi snapshot)
+  std::optional<std::string> from;        // --from (vdi backup)
   std::vector<std::string> words;         // command words and their arguments
-  std::vector<std::string> options_seen;  // "--json", "--object-size": checked per command
+  std::vector<std::string> options_seen;  // "--json", "--tag", ...: checked per command
 };
 
 // `env_address` is $KELPIE_ADDR or nullptr.
@@ -50,11 +55,41 @@ Status run_vdi_delete(const CliInvocation& cli, Args args);
 Status run_vdi_resize(const CliInvocation& cli, Args args);
 Status run_node_info(const CliInvocation& cli, Args args);
 
+// Lifecycle commands (cli_lifecycle.cc, cli_tree.cc).
+Status run_vdi_snapshot(const CliInvocation& cli, Args args);
+Status run_vdi_clone(const CliInvocation& cli, Args args);
+Status run_vdi_rollback(const CliInvocation& cli, Args args);
+Status run_vdi_tree(const CliInvocation& cli, Args args);
+
+// Backup and restore (cli_backup.cc, cli_restore.cc).
+Status run_vdi_backup(const CliInvocation& cli, Args args);
+Status run_vdi_restore(const CliInvocation& cli, Args args);
+
+// Shared by the commands (cli_commands.cc).
+// EINVAL "'X' is not a snapshot (expected NAME@TAG)" unless `name` has the form NAME@TAG.
+Status require_snapshot_name(const std::string& name);
+// Connects and runs one request.
+Result<nlohmann::json> call_daemon(const CliInvocation& cli, std::string_view op,
+                                   nlohmann::json arguments);
+// The reply's VdiSummary, or EBADMSG naming the daemon's address.
+Result<VdiSummary> decode_vdi(const Result<nlohmann::json>& reply, const std::string& address);
+// Every VDI and snapshot (vdi.list).
+Result<std::vector<VdiSummary>> list_vdis(const CliInvocation& cli);
+void print_json(const nlohmann::json& value);
+
 // Data commands over NBD (cli_data.cc).
 Status run_vdi_read(const CliInvocation& cli, Args args);
 Status run_vdi_write(const CliInvocation& cli, Args args);
 
 // Output (cli_output.cc). All write to stdout; flush_stdout() reports a failure.
+// "NAME" for a VDI, "NAME@TAG" for a snapshot.
+std::string display_name(const VdiSummary& vdi);
+// The name before "@TAG": the writable VDI a snapshot belongs to.
+std::string base_name(const VdiSummary& vdi);
+// Exact when short ("10 GiB"), else one decimal in the largest unit ("93.1 GiB").
+std::string human_bytes(uint64_t bytes);
+// VDIs first by base name, each writable VDI before its snapshots, those by id.
+void sort_vdis(std::vector<VdiSummary>& vdis);
 void print_vdi_table(const std::vector<VdiSummary>& vdis);
 void print_vdi_info(const VdiSummary& vdi);
 void print_node_info(const NodeSummary& node);

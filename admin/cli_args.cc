@@ -14,12 +14,23 @@ const char* usage_text() {
          "\n"
          "Commands:\n"
          "  vdi create NAME SIZE [--object-size 4M]  create a VDI (object size 1M..64M)\n"
-         "  vdi list [--json]                        list VDIs\n"
-         "  vdi info NAME [--json]                   show one VDI\n"
-         "  vdi delete NAME                          delete a VDI and its data\n"
+         "  vdi list [--json]                        list VDIs and snapshots\n"
+         "  vdi tree [NAME] [--json]                 show VDIs, snapshots and clones as trees\n"
+         "  vdi info NAME[@TAG] [--json]             show one VDI or snapshot\n"
+         "  vdi delete NAME[@TAG]                    delete a VDI with its snapshots, or one\n"
+         "                                           snapshot\n"
          "  vdi resize NAME SIZE                     grow or shrink a VDI\n"
-         "  vdi read NAME [OFFSET [LEN]]             copy VDI bytes to stdout\n"
+         "  vdi read NAME[@TAG] [OFFSET [LEN]]       copy bytes to stdout\n"
          "  vdi write NAME [OFFSET]                  copy stdin into the VDI\n"
+         "  vdi snapshot NAME [--tag TAG]            freeze NAME as NAME@TAG (default TAG: the\n"
+         "                                           next number); prints NAME@TAG\n"
+         "  vdi clone NAME@TAG NEWNAME               new VDI sharing the snapshot's data\n"
+         "  vdi rollback NAME@TAG                    make NAME's contents the snapshot's again\n"
+         "  vdi backup NAME@TAG [--from NAME@OLD] > FILE\n"
+         "                                           write a full (or differential) backup\n"
+         "                                           stream of the snapshot to stdout\n"
+         "  vdi restore NAME < FILE                  verify a backup stream, then write it\n"
+         "                                           into NAME (same size, detached)\n"
          "  node info [--json]                       show the daemon\n"
          "\n"
          "Options:\n"
@@ -28,8 +39,8 @@ const char* usage_text() {
          "  --help            this text\n"
          "\n"
          "SIZE, OFFSET and LEN take K/M/G/T suffixes (powers of 1024); VDI sizes must be\n"
-         "multiples of 512 bytes. Errors are one line on stderr; exit status 1, or 2 for\n"
-         "usage errors.\n";
+         "multiples of 512 bytes. restore spools its input in $TMPDIR (default /var/tmp).\n"
+         "Errors are one line on stderr; exit status 1, or 2 for usage errors.\n";
 }
 
 Result<CliInvocation> parse_cli_args(int argc, char** argv, const char* env_address) {
@@ -70,10 +81,13 @@ Result<CliInvocation> parse_cli_args(int argc, char** argv, const char* env_addr
       Result<std::string> text = value();
       if (!text) return text.status();
       address = *text;
-    } else if (name == "--object-size") {
+    } else if (name == "--object-size" || name == "--tag" || name == "--from") {
       Result<std::string> text = value();
       if (!text) return text.status();
-      cli.object_size = *text;
+      std::optional<std::string>& field = name == "--object-size" ? cli.object_size
+                                          : name == "--tag"       ? cli.tag
+                                                                  : cli.from;
+      field = *text;
       cli.options_seen.emplace_back(name);
     } else {
       return usage_error("unknown option '" + std::string(arg) + "' (try 'kelpie --help')");

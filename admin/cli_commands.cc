@@ -1,4 +1,5 @@
-// The admin commands: one request each to the daemon, then output.
+// The admin commands (one request each to the daemon, then output) and the helpers
+// the other command files share.
 #include <bit>
 #include <cstdio>
 
@@ -35,7 +36,8 @@ Result<uint32_t> parse_object_shift(const std::string& text) {
   return static_cast<uint32_t>(std::countr_zero(*size));
 }
 
-// Connects and runs one request.
+}  // namespace
+
 Result<json> call_daemon(const CliInvocation& cli, std::string_view op, json arguments) {
   Result<AdminClient> client = AdminClient::connect(cli.address);
   if (!client) return client.status();
@@ -52,9 +54,31 @@ Result<VdiSummary> decode_vdi(const Result<json>& reply, const std::string& addr
   return vdi;
 }
 
+Result<std::vector<VdiSummary>> list_vdis(const CliInvocation& cli) {
+  Result<json> reply = call_daemon(cli, "vdi.list", json::object());
+  if (!reply) return reply.status();
+  auto vdis_field = reply->find("vdis");
+  if (vdis_field == reply->end() || !vdis_field->is_array()) {
+    return Status::error(EBADMSG, "malformed reply from kelpied at " + cli.address);
+  }
+  std::vector<VdiSummary> vdis;
+  for (const json& entry : *vdis_field) {
+    Result<VdiSummary> vdi = decode_vdi(entry, cli.address);
+    if (!vdi) return vdi.status();
+    vdis.push_back(std::move(*vdi));
+  }
+  return vdis;
+}
+
 void print_json(const json& value) { std::printf("%s\n", dump_json(value, 2).c_str()); }
 
-}  // namespace
+Status require_snapshot_name(const std::string& name) {
+  size_t at = name.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 == name.size()) {
+    return Status::error(EINVAL, "'" + name + "' is not a snapshot (expected NAME@TAG)");
+  }
+  return Status::ok();
+}
 
 Status run_vdi_create(const CliInvocation& cli, Args args) {
   Result<uint64_t> size = parse_vdi_size(args[1]);
@@ -71,24 +95,15 @@ Status run_vdi_create(const CliInvocation& cli, Args args) {
 }
 
 Status run_vdi_list(const CliInvocation& cli, Args) {
-  Result<json> reply = call_daemon(cli, "vdi.list", json::object());
-  if (!reply) return reply.status();
-  auto vdis_field = reply->find("vdis");
-  if (vdis_field == reply->end() || !vdis_field->is_array()) {
-    return Status::error(EBADMSG, "malformed reply from kelpied at " + cli.address);
-  }
-  std::vector<VdiSummary> vdis;
-  for (const json& entry : *vdis_field) {
-    Result<VdiSummary> vdi = decode_vdi(entry, cli.address);
-    if (!vdi) return vdi.status();
-    vdis.push_back(std::move(*vdi));
-  }
+  Result<std::vector<VdiSummary>> vdis = list_vdis(cli);
+  if (!vdis) return vdis.status();
+  sort_vdis(*vdis);
   if (cli.json) {
     json list = json::array();
-    for (const VdiSummary& vdi : vdis) list.push_back(vdi_to_json(vdi));
+    for (const VdiSummary& vdi : *vdis) list.push_back(vdi_to_json(vdi));
     print_json(list);
   } else {
-    print_vdi_table(vdis);
+    print_vdi_table(*vdis);
   }
   return flush_stdout();
 }

@@ -1,118 +1,20 @@
 // `vdi read` and `vdi write`: find the daemon's NBD endpoint through the admin
-// API, then move the bytes with libnbd in chunks of at most kChunkBytes. Requests
+// API, then move the bytes with libnbd in chunks of at most 4 MiB. Requests
 // are aligned to the export's advertised minimum block size; unaligned edges are
 // completed by reading the surrounding blocks (read-modify-write for writes).
 #include <libnbd.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
-#include "admin/admin_client.h"
 #include "admin/cli.h"
-#include "common/admin_wire.h"
+#include "admin/nbd_export.h"
 #include "common/size_parse.h"
 
 namespace kelpie::cli {
 namespace {
-
-constexpr uint64_t kChunkBytes = 4 << 20;
-
-Status nbd_status(const std::string& what) {
-  int error_number = nbd_get_errno();
-  const char* detail = nbd_get_error();
-  std::string message = what + ": " + (detail != nullptr ? detail : "unknown libnbd error");
-  std::replace(message.begin(), message.end(), '\n', ' ');
-  return Status::error(error_number != 0 ? error_number : EIO, message);
-}
-
-class NbdExport {
- public:
-  NbdExport() = default;
-  NbdExport(const NbdExport&) = delete;
-  NbdExport& operator=(const NbdExport&) = delete;
-  ~NbdExport() {
-    if (handle_ != nullptr) {
-      (void)nbd_shutdown(handle_, 0);
-      nbd_close(handle_);
-    }
-  }
-
-  // Connects to export `name` of the daemon at `admin_address`.
-  Status open(const std::string& admin_address, const std::string& name);
-
-  struct nbd_handle* handle() const {
-    return handle_;
-  }
-  uint64_t size_bytes() const { return size_bytes_; }
-  uint64_t block_bytes() const { return block_bytes_; }
-  uint64_t chunk_bytes() const { return chunk_bytes_; }
-
- private:
-  Status fresh_handle(const std::string& name);
-
-  struct nbd_handle* handle_ = nullptr;
-  uint64_t size_bytes_ = 0;
-  uint64_t block_bytes_ = 1;
-  uint64_t chunk_bytes_ = kChunkBytes;
-};
-
-Status NbdExport::fresh_handle(const std::string& name) {
-  if (handle_ != nullptr) nbd_close(handle_);
-  handle_ = nbd_create();
-  if (handle_ == nullptr) return nbd_status("nbd_create");
-  if (nbd_set_export_name(handle_, name.c_str()) < 0) return nbd_status("nbd_set_export_name");
-  return Status::ok();
-}
-
-Status NbdExport::open(const std::string& admin_address, const std::string& name) {
-  Result<AdminClient> client = AdminClient::connect(admin_address);
-  if (!client) return client.status();
-  // vdi.info first: an unknown VDI gets the daemon's own message, not libnbd's.
-  if (Result<nlohmann::json> vdi = client->call("vdi.info", {{"name", name}}); !vdi) {
-    return vdi.status();
-  }
-  Result<nlohmann::json> reply = client->call("node.info");
-  if (!reply) return reply.status();
-  Result<NodeSummary> node = node_from_json(*reply);
-  if (!node) return Status::error(EBADMSG, "malformed node.info reply from " + admin_address);
-
-  bool connected = false;
-  struct stat socket_stat {};
-  if (!node->nbd_unix.empty() && ::stat(node->nbd_unix.c_str(), &socket_stat) == 0 &&
-      S_ISSOCK(socket_stat.st_mode)) {
-    if (Status status = fresh_handle(name); !status) return status;
-    connected = nbd_connect_unix(handle_, node->nbd_unix.c_str()) == 0;
-  }
-  if (!connected && !node->nbd_tcp.empty()) {
-    Result<HostPort> nbd_address = parse_host_port(node->nbd_tcp);
-    Result<HostPort> admin_host = parse_host_port(admin_address);
-    if (!nbd_address || !admin_host) {
-      return Status::error(EBADMSG, "kelpied reports a bad NBD address '" + node->nbd_tcp + "'");
-    }
-    if (Status status = fresh_handle(name); !status) return status;
-    std::string port = std::to_string(nbd_address->port);
-    if (nbd_connect_tcp(handle_, admin_host->host.c_str(), port.c_str()) < 0) {
-      return nbd_status("cannot open NBD export '" + name + "'");
-    }
-    connected = true;
-  }
-  if (!connected) {
-    if (handle_ != nullptr) return nbd_status("cannot open NBD export '" + name + "'");
-    return Status::error(ENOTCONN, "kelpied at " + admin_address + " serves no NBD endpoint");
-  }
-  int64_t size = nbd_get_size(handle_);
-  if (size < 0) return nbd_status("nbd_get_size");
-  size_bytes_ = static_cast<uint64_t>(size);
-  int64_t minimum = nbd_get_block_size(handle_, LIBNBD_SIZE_MINIMUM);
-  int64_t maximum = nbd_get_block_size(handle_, LIBNBD_SIZE_MAXIMUM);
-  if (minimum > 1) block_bytes_ = static_cast<uint64_t>(minimum);
-  if (maximum > 0) chunk_bytes_ = std::min<uint64_t>(chunk_bytes_, static_cast<uint64_t>(maximum));
-  chunk_bytes_ = std::max(chunk_bytes_ / block_bytes_ * block_bytes_, block_bytes_);
-  return Status::ok();
-}
 
 uint64_t round_down(uint64_t value, uint64_t unit) { return value / unit * unit; }
 
@@ -203,7 +105,7 @@ Status run_vdi_write(const CliInvocation& cli, Args args) {
     return Status::error(EINVAL, "offset " + std::to_string(offset) + " is past the end of VDI '" +
                                      name + "' (" + std::to_string(size) + " bytes)");
   }
-  if (nbd_is_read_only(nbd.handle()) == 1) {
+  if (nbd.read_only()) {
     return Status::error(EROFS, "VDI '" + name + "' is exported read-only");
   }
   std::vector<uint8_t> buffer(nbd.chunk_bytes());

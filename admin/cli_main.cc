@@ -24,11 +24,17 @@ struct CommandSpec {
 const CommandSpec kCommands[] = {
     {"vdi", "create", "NAME SIZE [--object-size 4M]", 2, 2, {"--object-size"}, run_vdi_create},
     {"vdi", "list", "[--json]", 0, 0, {"--json"}, run_vdi_list},
-    {"vdi", "info", "NAME [--json]", 1, 1, {"--json"}, run_vdi_info},
-    {"vdi", "delete", "NAME", 1, 1, {}, run_vdi_delete},
+    {"vdi", "tree", "[NAME] [--json]", 0, 1, {"--json"}, run_vdi_tree},
+    {"vdi", "info", "NAME[@TAG] [--json]", 1, 1, {"--json"}, run_vdi_info},
+    {"vdi", "delete", "NAME[@TAG]", 1, 1, {}, run_vdi_delete},
     {"vdi", "resize", "NAME SIZE", 2, 2, {}, run_vdi_resize},
-    {"vdi", "read", "NAME [OFFSET [LEN]]", 1, 3, {}, run_vdi_read},
+    {"vdi", "read", "NAME[@TAG] [OFFSET [LEN]]", 1, 3, {}, run_vdi_read},
     {"vdi", "write", "NAME [OFFSET]", 1, 2, {}, run_vdi_write},
+    {"vdi", "snapshot", "NAME [--tag TAG]", 1, 1, {"--tag"}, run_vdi_snapshot},
+    {"vdi", "clone", "NAME@TAG NEWNAME", 2, 2, {}, run_vdi_clone},
+    {"vdi", "rollback", "NAME@TAG", 1, 1, {}, run_vdi_rollback},
+    {"vdi", "backup", "NAME@TAG [--from NAME@OLD] > FILE", 1, 1, {"--from"}, run_vdi_backup},
+    {"vdi", "restore", "NAME < FILE", 1, 1, {}, run_vdi_restore},
     {"node", "info", "[--json]", 0, 0, {"--json"}, run_node_info},
 };
 

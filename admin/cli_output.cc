@@ -5,28 +5,13 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <tuple>
 
 #include "admin/cli.h"
 #include "common/size_parse.h"
 
 namespace kelpie::cli {
 namespace {
-
-// Exact when short ("10 GiB"), else one decimal in the largest unit ("93.1 GiB").
-std::string human_bytes(uint64_t bytes) {
-  std::string exact = format_size(bytes);
-  if (exact.find(' ') <= 4) return exact;
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double value = static_cast<double>(bytes);
-  int unit = 0;
-  while (value >= 1024 && unit < 5) {
-    value /= 1024;
-    ++unit;
-  }
-  char text[32];
-  std::snprintf(text, sizeof(text), "%.1f %s", value, kUnits[unit]);
-  return text;
-}
 
 std::string bytes_with_count(uint64_t bytes) {
   return human_bytes(bytes) + " (" + std::to_string(bytes) + " bytes)";
@@ -68,19 +53,55 @@ void print_key_values(std::initializer_list<KeyValue> lines) {
 }
 
 std::string or_disabled(const std::string& text) { return text.empty() ? "disabled" : text; }
+std::string or_none(const std::string& text) { return text.empty() ? "none" : text; }
+std::string id_or_none(uint32_t id) { return id == 0 ? "none" : std::to_string(id); }
 
 }  // namespace
 
+std::string human_bytes(uint64_t bytes) {
+  std::string exact = format_size(bytes);
+  if (exact.find(' ') <= 4) return exact;
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 5) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f %s", value, kUnits[unit]);
+  return text;
+}
+
+std::string display_name(const VdiSummary& vdi) {
+  if (vdi.tag.empty() || vdi.name.ends_with("@" + vdi.tag)) return vdi.name;
+  return vdi.name + "@" + vdi.tag;
+}
+
+std::string base_name(const VdiSummary& vdi) {
+  std::string name = display_name(vdi);
+  if (vdi.tag.empty()) return name;
+  return name.substr(0, name.size() - vdi.tag.size() - 1);
+}
+
+void sort_vdis(std::vector<VdiSummary>& vdis) {
+  std::sort(vdis.begin(), vdis.end(), [](const VdiSummary& a, const VdiSummary& b) {
+    auto key = [](const VdiSummary& vdi) {
+      return std::tuple(base_name(vdi), !vdi.tag.empty(), vdi.id, display_name(vdi));
+    };
+    return key(a) < key(b);
+  });
+}
+
 void print_vdi_table(const std::vector<VdiSummary>& unsorted) {
   std::vector<VdiSummary> vdis = unsorted;
-  std::sort(vdis.begin(), vdis.end(),
-            [](const VdiSummary& a, const VdiSummary& b) { return a.name < b.name; });
+  sort_vdis(vdis);
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "ID", "SIZE", "OBJECT SIZE", "USED", "ATTACHED"}};
+      {"NAME", "ID", "SIZE", "OBJECT SIZE", "USED", "SHARED", "ATTACHED"}};
   for (const VdiSummary& vdi : vdis) {
-    rows.push_back({vdi.name, std::to_string(vdi.id), human_bytes(vdi.size_bytes),
-                    human_bytes(vdi.object_size_bytes), human_bytes(vdi.used_bytes),
-                    std::to_string(vdi.attached_connections)});
+    rows.push_back({display_name(vdi), std::to_string(vdi.id), human_bytes(vdi.size_bytes),
+                    human_bytes(vdi.object_size_bytes), human_bytes(vdi.own_bytes),
+                    human_bytes(vdi.shared_bytes), std::to_string(vdi.attached_connections)});
   }
   std::vector<size_t> widths(rows[0].size(), 0);
   for (const auto& row : rows) {
@@ -100,12 +121,19 @@ void print_vdi_table(const std::vector<VdiSummary>& unsorted) {
 
 void print_vdi_info(const VdiSummary& vdi) {
   print_key_values({
-      {"name", vdi.name},
+      {"name", display_name(vdi)},
       {"id", std::to_string(vdi.id)},
+      {"kind", vdi.read_only ? "snapshot (read-only)" : "writable"},
       {"size", bytes_with_count(vdi.size_bytes)},
       {"object size", bytes_with_count(vdi.object_size_bytes)},
+      {"objects", std::to_string(vdi.object_count)},
       {"allocated objects", std::to_string(vdi.allocated_objects)},
       {"used", bytes_with_count(vdi.used_bytes)},
+      {"own", bytes_with_count(vdi.own_bytes)},
+      {"shared", bytes_with_count(vdi.shared_bytes)},
+      {"parent id", id_or_none(vdi.parent_id)},
+      {"family id", std::to_string(vdi.family_id)},
+      {"restored from", or_none(vdi.restored_from)},
       {"created", utc_time(vdi.created_unix_s)},
       {"attached connections", std::to_string(vdi.attached_connections)},
   });

@@ -50,6 +50,7 @@ Result<HostPort> parse_host_port(std::string_view text);
 Result<std::string> json_string_field(const nlohmann::json& object, const char* key);
 Result<uint64_t> json_u64_field(const nlohmann::json& object, const char* key);
 Result<int64_t> json_i64_field(const nlohmann::json& object, const char* key);
+Result<bool> json_bool_field(const nlohmann::json& object, const char* key);
 
 // One definition of the summaries' JSON form: field names are the struct's member
 // names and byte counts are integers.
@@ -57,5 +58,16 @@ nlohmann::json vdi_to_json(const VdiSummary& vdi);
 Result<VdiSummary> vdi_from_json(const nlohmann::json& object);
 nlohmann::json node_to_json(const NodeSummary& node);
 Result<NodeSummary> node_from_json(const nlohmann::json& object);
+
+// A backup plan's JSON form: the struct's fields, with "extents" as
+// [[offset, length], ...]. backup_plan_from_json checks types and ranges only; the
+// order and bounds of the extents are the caller's to check.
+nlohmann::json backup_plan_to_json(const BackupPlan& plan);
+Result<BackupPlan> backup_plan_from_json(const nlohmann::json& object);
+
+// vdi.backup_plan replies carry at most this many extents (a page, well inside
+// kMaxAdminMessageBytes: an extent takes at most 44 bytes of JSON); the client asks
+// for the next page with "first_extent" until it holds "extent_count" of them.
+inline constexpr size_t kMaxBackupPlanExtentsPerReply = 16384;
 
 }  // namespace kelpie

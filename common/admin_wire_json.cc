@@ -1,6 +1,7 @@
-// The JSON half of common/admin_wire.h: typed field access and the summaries'
-// one JSON form.
+// The JSON half of common/admin_wire.h: typed field access and the one JSON form of
+// the summaries and the backup plan.
 #include <limits>
+#include <utility>
 
 #include "common/admin_wire.h"
 
@@ -65,6 +66,13 @@ Result<int64_t> json_i64_field(const json& object, const char* key) {
   return field_error(key, "must be an integer");
 }
 
+Result<bool> json_bool_field(const json& object, const char* key) {
+  Result<const json*> field = find_field(object, key);
+  if (!field) return field.status();
+  if (!(*field)->is_boolean()) return field_error(key, "must be true or false");
+  return (*field)->get<bool>();
+}
+
 json vdi_to_json(const VdiSummary& vdi) {
   return {
       {"name", vdi.name},
@@ -75,14 +83,28 @@ json vdi_to_json(const VdiSummary& vdi) {
       {"used_bytes", vdi.used_bytes},
       {"created_unix_s", vdi.created_unix_s},
       {"attached_connections", vdi.attached_connections},
+      {"tag", vdi.tag},
+      {"read_only", vdi.read_only},
+      {"parent_id", vdi.parent_id},
+      {"family_id", vdi.family_id},
+      {"own_bytes", vdi.own_bytes},
+      {"shared_bytes", vdi.shared_bytes},
+      {"restored_from", vdi.restored_from},
+      {"object_count", vdi.object_count},
   };
 }
 
 Result<VdiSummary> vdi_from_json(const json& object) {
   VdiSummary vdi;
-  Result<std::string> name = json_string_field(object, "name");
-  if (!name) return name.status();
-  vdi.name = std::move(*name);
+  for (auto [key, out] : {std::pair{"name", &vdi.name}, std::pair{"tag", &vdi.tag},
+                          std::pair{"restored_from", &vdi.restored_from}}) {
+    Result<std::string> value = json_string_field(object, key);
+    if (!value) return value.status();
+    *out = std::move(*value);
+  }
+  Result<bool> read_only = json_bool_field(object, "read_only");
+  if (!read_only) return read_only.status();
+  vdi.read_only = *read_only;
   Result<int64_t> created = json_i64_field(object, "created_unix_s");
   if (!created) return created.status();
   vdi.created_unix_s = *created;
@@ -93,6 +115,11 @@ Result<VdiSummary> vdi_from_json(const json& object) {
            narrow_field(object, "allocated_objects", vdi.allocated_objects),
            narrow_field(object, "used_bytes", vdi.used_bytes),
            narrow_field(object, "attached_connections", vdi.attached_connections),
+           narrow_field(object, "parent_id", vdi.parent_id),
+           narrow_field(object, "family_id", vdi.family_id),
+           narrow_field(object, "own_bytes", vdi.own_bytes),
+           narrow_field(object, "shared_bytes", vdi.shared_bytes),
+           narrow_field(object, "object_count", vdi.object_count),
        }) {
     if (!status) return status;
   }
@@ -146,6 +173,46 @@ Result<NodeSummary> node_from_json(const json& object) {
     if (!status) return status;
   }
   return node;
+}
+
+json backup_plan_to_json(const BackupPlan& plan) {
+  json extents = json::array();
+  for (const auto& [offset, length] : plan.extents) extents.push_back({offset, length});
+  return {
+      {"to_identity", plan.to_identity}, {"from_identity", plan.from_identity},
+      {"size_bytes", plan.size_bytes},   {"object_size_bytes", plan.object_size_bytes},
+      {"extents", std::move(extents)},
+  };
+}
+
+Result<BackupPlan> backup_plan_from_json(const json& object) {
+  BackupPlan plan;
+  for (auto [key, out] : {std::pair{"to_identity", &plan.to_identity},
+                          std::pair{"from_identity", &plan.from_identity}}) {
+    Result<std::string> value = json_string_field(object, key);
+    if (!value) return value.status();
+    *out = std::move(*value);
+  }
+  for (Status status : {
+           narrow_field(object, "size_bytes", plan.size_bytes),
+           narrow_field(object, "object_size_bytes", plan.object_size_bytes),
+       }) {
+    if (!status) return status;
+  }
+  Result<const json*> extents = find_field(object, "extents");
+  if (!extents) return extents.status();
+  if (!(*extents)->is_array()) return field_error("extents", "must be an array");
+  plan.extents.reserve((*extents)->size());
+  auto is_u64 = [](const json& value) {
+    return value.is_number_unsigned() || (value.is_number_integer() && value.get<int64_t>() >= 0);
+  };
+  for (const json& extent : **extents) {
+    if (!extent.is_array() || extent.size() != 2 || !is_u64(extent[0]) || !is_u64(extent[1])) {
+      return field_error("extents", "must hold [offset, length] pairs of unsigned integers");
+    }
+    plan.extents.emplace_back(extent[0].get<uint64_t>(), extent[1].get<uint64_t>());
+  }
+  return plan;
 }
 
 }  // namespace kelpie

@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -26,6 +27,13 @@ template <typename T>
 Result<T> request_field(Result<T> field) {
   if (!field) return Status::error(EINVAL, "invalid request: " + field.status().message());
   return field;
+}
+
+// A string field the request may leave out.
+Result<std::string> optional_string_field(const json& request, const char* key,
+                                          std::string fallback) {
+  if (!request.contains(key)) return fallback;
+  return request_field(json_string_field(request, key));
 }
 
 Result<json> ok_with(json payload) {
@@ -86,6 +94,78 @@ Result<json> do_list(NodeControl& control, const json&) {
   return ok_with({{"vdis", std::move(vdis)}});
 }
 
+Result<json> do_snapshot(NodeControl& control, const json& request) {
+  Result<std::string> name = request_field(json_string_field(request, "name"));
+  if (!name) return name.status();
+  Result<std::string> tag = optional_string_field(request, "tag", "");
+  if (!tag) return tag.status();
+  Result<VdiSummary> snapshot = control.snapshot_vdi(*name, *tag);
+  if (!snapshot) return snapshot.status();
+  KELPIE_LOG_INFO("admin: snapshot '{}' of VDI '{}'", snapshot->name, *name);
+  return ok_with(vdi_to_json(*snapshot));
+}
+
+Result<json> do_clone(NodeControl& control, const json& request) {
+  Result<std::string> snapshot = request_field(json_string_field(request, "snapshot"));
+  if (!snapshot) return snapshot.status();
+  Result<std::string> new_name = request_field(json_string_field(request, "new_name"));
+  if (!new_name) return new_name.status();
+  Result<VdiSummary> clone = control.clone_vdi(*snapshot, *new_name);
+  if (!clone) return clone.status();
+  KELPIE_LOG_INFO("admin: cloned snapshot '{}' as VDI '{}'", *snapshot, *new_name);
+  return ok_with(vdi_to_json(*clone));
+}
+
+Result<json> do_rollback(NodeControl& control, const json& request) {
+  Result<std::string> snapshot = request_field(json_string_field(request, "snapshot"));
+  if (!snapshot) return snapshot.status();
+  Result<VdiSummary> vdi = control.rollback_vdi(*snapshot);
+  if (!vdi) return vdi.status();
+  KELPIE_LOG_INFO("admin: rolled VDI '{}' back to snapshot '{}'", vdi->name, *snapshot);
+  return ok_with(vdi_to_json(*vdi));
+}
+
+// Replies with the page of extents that starts at "first_extent" (default 0) and
+// holds at most kMaxBackupPlanExtentsPerReply; "extent_count" is the plan's total.
+// A plan between two snapshots never changes, so the pages fit together.
+Result<json> do_backup_plan(NodeControl& control, const json& request) {
+  Result<std::string> to = request_field(json_string_field(request, "to"));
+  if (!to) return to.status();
+  Result<std::string> from = optional_string_field(request, "from", "");
+  if (!from) return from.status();
+  uint64_t first_extent = 0;
+  if (request.contains("first_extent")) {
+    Result<uint64_t> first = request_field(json_u64_field(request, "first_extent"));
+    if (!first) return first.status();
+    first_extent = *first;
+  }
+  Result<BackupPlan> plan = control.backup_plan(*to, *from);
+  if (!plan) return plan.status();
+  const size_t extent_count = plan->extents.size();
+  if (first_extent > extent_count) {
+    return Status::error(EINVAL, "first_extent " + std::to_string(first_extent) +
+                                     " is past the plan's " + std::to_string(extent_count) +
+                                     " extents");
+  }
+  auto page_begin = plan->extents.begin() + static_cast<ptrdiff_t>(first_extent);
+  size_t page_length = std::min(kMaxBackupPlanExtentsPerReply, extent_count - first_extent);
+  plan->extents = {page_begin, page_begin + static_cast<ptrdiff_t>(page_length)};
+  json reply = backup_plan_to_json(*plan);
+  reply["first_extent"] = first_extent;
+  reply["extent_count"] = extent_count;
+  return ok_with(std::move(reply));
+}
+
+Result<json> do_set_restored_from(NodeControl& control, const json& request) {
+  Result<std::string> name = request_field(json_string_field(request, "name"));
+  if (!name) return name.status();
+  Result<std::string> identity = request_field(json_string_field(request, "identity"));
+  if (!identity) return identity.status();
+  if (Status status = control.set_restored_from(*name, *identity); !status) return status;
+  KELPIE_LOG_INFO("admin: VDI '{}' restored from backup '{}'", *name, *identity);
+  return ok_with(json::object());
+}
+
 Result<json> do_node_info(NodeControl& control, const json&) {
   return ok_with(node_to_json(control.node_info()));
 }
@@ -96,8 +176,17 @@ struct Operation {
 };
 
 constexpr Operation kOperations[] = {
-    {"vdi.create", do_create}, {"vdi.delete", do_delete}, {"vdi.resize", do_resize},
-    {"vdi.info", do_info},     {"vdi.list", do_list},     {"node.info", do_node_info},
+    {"vdi.create", do_create},
+    {"vdi.delete", do_delete},
+    {"vdi.resize", do_resize},
+    {"vdi.info", do_info},
+    {"vdi.list", do_list},
+    {"vdi.snapshot", do_snapshot},
+    {"vdi.clone", do_clone},
+    {"vdi.rollback", do_rollback},
+    {"vdi.backup_plan", do_backup_plan},
+    {"vdi.set_restored_from", do_set_restored_from},
+    {"node.info", do_node_info},
 };
 
 Result<json> dispatch(NodeControl& control, const json& request) {

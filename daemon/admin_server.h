@@ -9,11 +9,18 @@
 //    kMaxConnections at once (the next one gets an EBUSY reply and is closed).
 //    A connection may carry many requests, answered in order.
 //  - Requests: vdi.create {name, size, object_shift (default 22)}, vdi.delete {name},
-//    vdi.resize {name, size}, vdi.info {name}, vdi.list, node.info. Replies:
-//      vdi.create, vdi.info  {"ok": true, ...VdiSummary fields}
+//    vdi.resize {name, size}, vdi.info {name}, vdi.list, node.info, and the lifecycle:
+//    vdi.snapshot {name, tag (default "": automatic)}, vdi.clone {snapshot, new_name},
+//    vdi.rollback {snapshot}, vdi.backup_plan {to, from (default "": full),
+//    first_extent (default 0)}, vdi.set_restored_from {name, identity}. Replies:
+//      vdi.create, vdi.info, vdi.snapshot, vdi.clone, vdi.rollback
+//                            {"ok": true, ...VdiSummary fields}
 //      vdi.list              {"ok": true, "vdis": [VdiSummary...]}
+//      vdi.backup_plan       {"ok": true, ...BackupPlan fields, "first_extent": F,
+//                             "extent_count": N}: the extents F.. of the N in the plan,
+//                            at most kMaxBackupPlanExtentsPerReply of them
 //      node.info             {"ok": true, ...NodeSummary fields}
-//      vdi.delete, vdi.resize {"ok": true}
+//      vdi.delete, vdi.resize, vdi.set_restored_from {"ok": true}
 //    and on failure {"ok": false, "errno": N, "error": "..."} carrying NodeControl's
 //    Status as is. An unknown op is EINVAL "unknown operation 'x'"; malformed JSON
 //    gets an EBADMSG reply and the connection stays usable; an oversized frame gets

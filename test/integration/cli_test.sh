@@ -10,11 +10,11 @@ T="$KELPIE_TEST_DIR/cli.files"
 rm -rf "$T"
 mkdir -p "$T"
 
-# expect_error STATUS MESSAGE KELPIE_ARGS...
+# expect_error STATUS MESSAGE KELPIE_ARGS...   (stdin: $STDIN, default /dev/null)
 expect_error() {
   local want_status=$1 want_message=$2; shift 2
   local status=0
-  "$KELPIE" "$@" >"$T/stdout" 2>"$T/stderr" </dev/null || status=$?
+  "$KELPIE" "$@" >"$T/stdout" 2>"$T/stderr" <"${STDIN:-/dev/null}" || status=$?
   local stderr
   stderr=$(cat "$T/stderr")
   [ "$status" = "$want_status" ] ||
@@ -56,14 +56,42 @@ expect_error 2 "missing arguments; usage: kelpie vdi create NAME SIZE [--object-
   "${A[@]}" vdi create
 expect_error 2 "missing arguments; usage: kelpie vdi create NAME SIZE [--object-size 4M]" \
   "${A[@]}" vdi create disk
-expect_error 2 "missing arguments; usage: kelpie vdi info NAME [--json]" "${A[@]}" vdi info
-expect_error 2 "missing arguments; usage: kelpie vdi delete NAME" "${A[@]}" vdi delete
+expect_error 2 "missing arguments; usage: kelpie vdi info NAME[@TAG] [--json]" "${A[@]}" vdi info
+expect_error 2 "missing arguments; usage: kelpie vdi delete NAME[@TAG]" "${A[@]}" vdi delete
 expect_error 2 "missing arguments; usage: kelpie vdi resize NAME SIZE" "${A[@]}" vdi resize disk
-expect_error 2 "missing arguments; usage: kelpie vdi read NAME [OFFSET [LEN]]" "${A[@]}" vdi read
+expect_error 2 "missing arguments; usage: kelpie vdi read NAME[@TAG] [OFFSET [LEN]]" "${A[@]}" vdi read
 expect_error 2 "missing arguments; usage: kelpie vdi write NAME [OFFSET]" "${A[@]}" vdi write
-expect_error 2 "too many arguments; usage: kelpie vdi delete NAME" "${A[@]}" vdi delete a b
+expect_error 2 "too many arguments; usage: kelpie vdi delete NAME[@TAG]" "${A[@]}" vdi delete a b
 expect_error 2 "unknown option '--bogus' (try 'kelpie --help')" "${A[@]}" vdi list --bogus
 expect_error 2 "option --addr needs a value" vdi list --addr
+# Lifecycle commands.
+expect_error 2 "missing arguments; usage: kelpie vdi snapshot NAME [--tag TAG]" "${A[@]}" vdi snapshot
+expect_error 2 "too many arguments; usage: kelpie vdi snapshot NAME [--tag TAG]" \
+  "${A[@]}" vdi snapshot disk tag
+expect_error 2 "option --tag needs a value" "${A[@]}" vdi snapshot disk --tag
+expect_error 2 "missing arguments; usage: kelpie vdi clone NAME@TAG NEWNAME" "${A[@]}" vdi clone
+expect_error 2 "missing arguments; usage: kelpie vdi clone NAME@TAG NEWNAME" \
+  "${A[@]}" vdi clone disk@a
+expect_error 2 "too many arguments; usage: kelpie vdi clone NAME@TAG NEWNAME" \
+  "${A[@]}" vdi clone disk@a b c
+expect_error 2 "missing arguments; usage: kelpie vdi rollback NAME@TAG" "${A[@]}" vdi rollback
+expect_error 2 "too many arguments; usage: kelpie vdi tree [NAME] [--json]" "${A[@]}" vdi tree a b
+expect_error 2 "missing arguments; usage: kelpie vdi backup NAME@TAG [--from NAME@OLD] > FILE" \
+  "${A[@]}" vdi backup
+expect_error 2 "option --from needs a value" "${A[@]}" vdi backup disk@b --from
+expect_error 2 "missing arguments; usage: kelpie vdi restore NAME < FILE" "${A[@]}" vdi restore
+expect_error 2 "too many arguments; usage: kelpie vdi restore NAME < FILE" \
+  "${A[@]}" vdi restore a b
+expect_error 2 "option --tag does not apply; usage: kelpie vdi list [--json]" \
+  "${A[@]}" vdi list --tag x
+expect_error 2 "option --from does not apply; usage: kelpie vdi snapshot NAME [--tag TAG]" \
+  "${A[@]}" vdi snapshot disk --from disk@a
+expect_error 2 "option --json does not apply; usage: kelpie vdi clone NAME@TAG NEWNAME" \
+  "${A[@]}" vdi clone disk@a c --json
+for command in "snapshot NAME [--tag TAG]" "clone NAME@TAG NEWNAME" "rollback NAME@TAG" \
+  "tree [NAME] [--json]" "backup NAME@TAG [--from NAME@OLD] > FILE" "restore NAME < FILE"; do
+  "$KELPIE" --help | grep -qF "vdi $command" || fail "kelpie --help does not list vdi $command"
+done
 "$KELPIE" --help | grep -q "vdi create NAME SIZE" || fail "kelpie --help does not list vdi create"
 
 # --- value errors, checked by the CLI: exit 1 ----------------------------------------
@@ -74,6 +102,17 @@ expect_error 1 "object size must be a power of two from 1M to 64M" \
   "${A[@]}" vdi create disk 64M --object-size 3M
 expect_error 1 "object size must be a power of two from 1M to 64M" \
   "${A[@]}" vdi create disk 64M --object-size 128M
+
+# Snapshot names are checked before the daemon is asked (it is not even reachable here).
+N=(--addr "127.0.0.1:$(free_port)")
+expect_error 1 "'disk' is not a snapshot (expected NAME@TAG)" "${N[@]}" vdi clone disk copy
+expect_error 1 "'disk@' is not a snapshot (expected NAME@TAG)" "${N[@]}" vdi clone disk@ copy
+expect_error 1 "'@a' is not a snapshot (expected NAME@TAG)" "${N[@]}" vdi clone @a copy
+expect_error 1 "'disk' is not a snapshot (expected NAME@TAG)" "${N[@]}" vdi rollback disk
+expect_error 1 "'disk' is not a snapshot (expected NAME@TAG)" "${N[@]}" vdi backup disk
+expect_error 1 "'disk' is not a snapshot (expected NAME@TAG)" \
+  "${N[@]}" vdi backup disk@b --from disk
+expect_error 1 "'disk@a' is a snapshot; restore into a writable VDI" "${N[@]}" vdi restore disk@a
 
 # --- daemon not reachable --------------------------------------------------------------
 closed_port=$(free_port)
@@ -88,10 +127,12 @@ KELPIE_ADDR="$KD_ADMIN" "$KELPIE" node info >/dev/null || fail "KELPIE_ADDR was 
 
 # --- create, list, info ----------------------------------------------------------------
 kcli vdi list >"$T/list"
-[ "$(head -1 "$T/list" | tr -s ' ')" = "NAME ID SIZE OBJECT SIZE USED ATTACHED" ] ||
+[ "$(head -1 "$T/list" | tr -s ' ')" = "NAME ID SIZE OBJECT SIZE USED SHARED ATTACHED" ] ||
   fail "vdi list header: $(head -1 "$T/list")"
 [ "$(wc -l <"$T/list")" = 1 ] || fail "vdi list on an empty node shows rows: $(cat "$T/list")"
 check_json "$(kcli vdi list --json)" 'doc == []' || fail "vdi list --json on an empty node"
+[ -z "$(kcli vdi tree)" ] || fail "vdi tree on an empty node: $(kcli vdi tree)"
+check_json "$(kcli vdi tree --json)" 'doc == []' || fail "vdi tree --json on an empty node"
 
 kcli vdi create disk 64M
 kcli vdi create small 1M --object-size 1M
@@ -102,10 +143,21 @@ expect_error 1 "VDI 'nosuch' not found" "${A[@]}" vdi delete nosuch
 expect_error 1 "VDI 'nosuch' not found" "${A[@]}" vdi resize nosuch 1M
 expect_error 1 "VDI 'nosuch' not found" "${A[@]}" vdi read nosuch
 expect_error 1 "size must be a multiple of 512 bytes" "${A[@]}" vdi resize disk 1000
+expect_error 1 "VDI 'nosuch' not found" "${A[@]}" vdi tree nosuch
+expect_error 1 "VDI 'nosuch' not found" "${A[@]}" vdi tree nosuch --json
+# restore verifies the whole stream before it looks at the VDI.
+expect_error 1 "backup stream is empty" "${A[@]}" vdi restore disk
+head -c 100000 /dev/urandom >"$T/garbage.bin"
+STDIN="$T/garbage.bin" expect_error 1 "not a Kelpie backup stream" "${A[@]}" vdi restore nosuch
+TMPDIR="$T/no-such-dir" STDIN="$T/garbage.bin" expect_error 1 \
+  "cannot create a temporary file in $T/no-such-dir: No such file or directory" \
+  "${A[@]}" vdi restore disk
 
 now=$(date +%s)
 check_json "$(kcli vdi info disk --json)" \
-  'sorted(doc) == sorted(["name", "id", "size_bytes", "object_size_bytes", "allocated_objects", "used_bytes", "created_unix_s", "attached_connections"])' \
+  'sorted(doc) == sorted(["name", "id", "size_bytes", "object_size_bytes", "allocated_objects", "used_bytes", "created_unix_s", "attached_connections", "tag", "read_only", "parent_id", "family_id", "own_bytes", "shared_bytes", "restored_from", "object_count"])' \
+  'doc["tag"] == "" and doc["read_only"] is False and doc["restored_from"] == ""' \
+  'doc["own_bytes"] == 0 and doc["shared_bytes"] == 0 and doc["object_count"] == 16' \
   'doc["name"] == "disk"' 'doc["size_bytes"] == 64 << 20' \
   'doc["object_size_bytes"] == 4 << 20' 'doc["allocated_objects"] == 0' \
   'doc["used_bytes"] == 0' 'doc["attached_connections"] == 0' \
@@ -116,7 +168,7 @@ check_json "$(kcli vdi list --json)" \
   '{v["name"]: (v["size_bytes"], v["object_size_bytes"]) for v in doc} == {"disk": (64 << 20, 4 << 20), "small": (1 << 20, 1 << 20)}' \
   'len({v["id"] for v in doc}) == 2' \
   || fail "vdi list --json"
-kcli vdi list | grep -Eq '^disk +[0-9]+ +64 MiB +4 MiB +0 B +0$' ||
+kcli vdi list | grep -Eq '^disk +[0-9]+ +64 MiB +4 MiB +0 B +0 B +0$' ||
   fail "vdi list has no row for disk: $(kcli vdi list)"
 kcli vdi info disk | grep -Eq '^size: +64 MiB \(67108864 bytes\)$' ||
   fail "vdi info disk: $(kcli vdi info disk)"

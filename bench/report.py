@@ -13,7 +13,9 @@ server process while fio ran). A missing JSON is a failed run: the cell shows
 Each figure is the median over rounds. "kelpied/best" is kelpied's IOPS over
 the better reference's (qemu-nbd or nbdkit); > 1 means kelpied is faster.
 "srv CPU" is the server process's CPU time over the run's wall time, in
-percent of one core. "spread" is (max - min) / median of a server's IOPS
+percent of one core; "CPU/IO" is that CPU time per I/O (the ramp's I/Os
+are not counted, so it is a slight overestimate), the figure least disturbed
+by other load on the machine. "spread" is (max - min) / median of a server's IOPS
 across rounds: a rough gauge of the noise on this machine.
 """
 
@@ -68,6 +70,9 @@ def collect(results, job, server, rounds):
         if figures is None:
             continue
         figures["cpu_pct"] = load_cpu(path.with_suffix(".cpu"))
+        figures["cpu_us_per_io"] = (
+            figures["cpu_pct"] / 100.0 * 1e6 / figures["iops"]
+            if figures["cpu_pct"] is not None and figures["iops"] else None)
         runs.append(figures)
     if not runs:
         return None
@@ -181,7 +186,7 @@ def main(argv):
           f"working set {meta['workset']}; fill: one sequential pass.\n")
 
     main_table = Table(["job", "server", "IOPS", "MiB/s", "mean lat", "p99 lat",
-                        "srv CPU", "spread", "kelpied/best"], left_columns=2)
+                        "srv CPU", "CPU/IO", "spread", "kelpied/best"], left_columns=2)
     for job in jobs:
         row = table[job]
         for index, s in enumerate(servers):
@@ -192,6 +197,7 @@ def main(argv):
                 cell(row[s], "lat_mean_ns", fmt_ns),
                 cell(row[s], "lat_p99_ns", fmt_ns),
                 cell(row[s], "cpu_pct", fmt_pct),
+                cell(row[s], "cpu_us_per_io", lambda v: "-" if v is None else f"{v:.0f}us"),
                 cell(row[s], "spread_pct", fmt_pct),
                 ratio(row, servers) if s == "kelpied" else "",
             ])

@@ -33,7 +33,7 @@ expect_refusal "snapshot" vdi clone disk fresh
 expect_refusal "snapshot" vdi rollback disk
 
 PHASE="restore onto a VDI of another size"
-REFUSAL_STDIN="$LT_TMP/disk-t1.full" expect_refusal "size" vdi restore other
+REFUSAL_STDIN="$LT_TMP/disk-t1.full" expect_refusal "size|[0-9]+ bytes" vdi restore other
 
 PHASE="an over-long name"
 expect_refusal "name|long" vdi create "$LONG" 64M

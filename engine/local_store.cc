@@ -80,7 +80,7 @@ std::string LocalStore::object_path(const ObjectId& id) {
 }
 
 LocalStore::Shard& LocalStore::shard_of(const ObjectId& id) const {
-  return *shards_[id.placement_hash() % shards_.size()];
+  return *shards_[id.reactor_key() % shards_.size()];
 }
 
 Reactor& LocalStore::owner(const ObjectId& id) const { return *shard_of(id).reactor; }
@@ -92,13 +92,7 @@ Status LocalStore::open() {
   if (::mkdir(objects_dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Status::error(errno, "mkdir " + objects_dir);
   }
-  uint64_t count = 0;
   std::vector<std::string> logs;
-  if (DIR* dir = ::opendir(objects_dir.c_str())) {
-    while (dirent* entry = ::readdir(dir))
-      if (ObjectId::from_hex(entry->d_name)) ++count;
-    ::closedir(dir);
-  }
   if (DIR* dir = ::opendir(data_dir_.c_str())) {
     while (dirent* entry = ::readdir(dir)) {
       std::string name = entry->d_name;
@@ -106,8 +100,6 @@ Status LocalStore::open() {
     }
     ::closedir(dir);
   }
-  object_count_ = count;
-
   // Replay what an unclean stop left behind, before any log is reopened.
   std::vector<DirtyRecord> records;
   std::unordered_set<ObjectId, ObjectIdHash> seen;
@@ -136,6 +128,15 @@ Status LocalStore::open() {
   }(this, std::move(records)));
   if (!status.is_ok()) return status;
   for (const std::string& name : logs) ::unlink((data_dir_ + "/" + name).c_str());
+
+  // The object list cache: counted after the replay, which may recreate objects.
+  uint64_t count = 0;
+  if (DIR* dir = ::opendir(objects_dir.c_str())) {
+    while (dirent* entry = ::readdir(dir))
+      if (ObjectId::from_hex(entry->d_name)) ++count;
+    ::closedir(dir);
+  }
+  object_count_ = count;
 
   for (auto& shard : shards_) {
     Shard* s = shard.get();
@@ -603,7 +604,7 @@ Task<Status> LocalStore::remove_local(ObjectId id) {
 }
 
 Task<Status> LocalStore::create_from(ObjectId dst, ObjectId src) {
-  KELPIE_ASSERT(dst.placement_hash() == src.placement_hash());  // same shard, local copy
+  KELPIE_ASSERT(dst.reactor_key() == src.reactor_key());  // same shard, local copy
   Shard& shard = shard_of(src);
   Reactor* home = Reactor::current();
   co_await switch_to(*shard.reactor);

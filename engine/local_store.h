@@ -1,7 +1,7 @@
 // LocalStore: objects as files in the data directory, sharded over the reactors.
 //
 // Contract: implements ObjectStore (object_store.h). Each object belongs to one
-// reactor (owner(), from its placement hash); every operation hops to that reactor,
+// reactor (owner(), from its clone family: ObjectId::reactor_key()); every operation hops to that reactor,
 // runs there, and hops back, so an object's state is never shared between threads.
 // Per object: an open fd (LRU-bounded), the crc table in memory, and a RangeLock.
 // Dirty objects are tracked per shard and logged (DirtyLog) before their first

@@ -15,6 +15,16 @@
 
 namespace kelpie {
 
+// SplitMix64's finaliser: the fixed, documented mixing function Kelpie hashes with.
+constexpr uint64_t mix64(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ULL;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return x;
+}
+
 // VDI ids come from a counter starting at 1 and are never reused; 0 means "none".
 using VdiId = uint32_t;
 constexpr VdiId kNoVdi = 0;
@@ -52,6 +62,10 @@ struct ObjectId {
   // Placement key: (family, type, index). Equal for object i of every snapshot and
   // clone of one family. A fixed 64-bit mix (SplitMix64 finaliser), never std::hash.
   uint64_t placement_hash() const;
+  // Which reactor of a node owns the object: by clone family only, so every object
+  // a VDI (and its snapshots and clones) touches lives on one reactor and its I/O
+  // never hops between threads. Different families spread over the reactors.
+  uint64_t reactor_key() const { return mix64(uint64_t{family}); }
 
   bool operator==(const ObjectId&) const = default;
 };
@@ -59,15 +73,5 @@ struct ObjectId {
 struct ObjectIdHash {
   size_t operator()(const ObjectId& id) const noexcept;
 };
-
-// SplitMix64's finaliser: the fixed, documented mixing function Kelpie hashes with.
-constexpr uint64_t mix64(uint64_t x) {
-  x ^= x >> 30;
-  x *= 0xbf58476d1ce4e5b9ULL;
-  x ^= x >> 27;
-  x *= 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return x;
-}
 
 }  // namespace kelpie

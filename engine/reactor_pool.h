@@ -1,8 +1,8 @@
 // ReactorPool: the reactors of this process and which one owns each object.
 //
-// Ownership is placement_hash(id) modulo the reactor count, so object i of every
-// snapshot of a family has one owner, and the VDI layer and the local store agree
-// on it without talking.
+// Ownership is reactor_key(id) (the clone family) modulo the reactor count: every
+// object of a family has one owner, the VDI layer and the local store agree on it
+// without talking, and an NBD connection moved to its export's owner never hops.
 #pragma once
 
 #include <vector>
@@ -16,7 +16,10 @@ class ReactorPool {
  public:
   explicit ReactorPool(std::vector<Reactor*> reactors) : reactors_(std::move(reactors)) {}
   Reactor& owner(const ObjectId& id) const {
-    return *reactors_[id.placement_hash() % reactors_.size()];
+    return *reactors_[id.reactor_key() % reactors_.size()];
+  }
+  Reactor& owner_of_family(VdiId family) const {
+    return owner(ObjectId::inode(family, family));
   }
   Reactor& at(size_t i) const { return *reactors_[i]; }
   size_t size() const { return reactors_.size(); }

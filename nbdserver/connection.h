@@ -6,6 +6,8 @@
 //    closes the fd. It never ends the process.
 //  - Requests are validated once, here, at the edge (wire.h); replies leave in
 //    completion order, one at a time on the socket.
+//  - Once the export is chosen the connection moves to the reactor that owns the
+//    export's objects, so its requests run there without crossing threads.
 //  - Memory is bounded: at most kMaxInFlightRequests / kMaxInFlightBytes per
 //    connection; beyond that the connection stops reading the socket.
 #pragma once
@@ -13,6 +15,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/reactor_pool.h"
 #include "engine/sync.h"
 #include "engine/vdi.h"
 #include "nbdserver/socket_stream.h"
@@ -26,7 +29,7 @@ namespace kelpie::nbd {
 
 class Connection {
  public:
-  Connection(int fd, VdiDirectory& directory);
+  Connection(int fd, VdiDirectory& directory, const ReactorPool& reactors);
   Task<void> run();
 
  private:
@@ -52,6 +55,7 @@ class Connection {
 
   SocketStream stream_;
   VdiDirectory& directory_;
+  const ReactorPool& reactors_;
   std::shared_ptr<Vdi> vdi_;
   std::string export_name_;
   ExportState state_;

@@ -33,7 +33,8 @@ void append_be64(std::vector<uint8_t>& out, uint64_t v) {
 }
 }  // namespace
 
-Connection::Connection(int fd, VdiDirectory& directory) : stream_(fd), directory_(directory) {}
+Connection::Connection(int fd, VdiDirectory& directory, const ReactorPool& reactors)
+    : stream_(fd), directory_(directory), reactors_(reactors) {}
 
 uint16_t Connection::transmission_flags() const {
   uint16_t flags = kTxHasFlags | kTxSendFlush | kTxSendFua | kTxSendTrim | kTxSendWriteZeroes |

@@ -141,7 +141,7 @@ Task<void> NbdServer::accept_loop(int listen_fd) {
 Task<void> NbdServer::run_connection(Reactor& reactor, int fd) {
   co_await switch_to(reactor);
   {
-    Connection connection(fd, directory_);
+    Connection connection(fd, directory_, reactors_);
     co_await connection.run();
   }
   {

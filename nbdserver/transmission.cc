@@ -35,7 +35,12 @@ uint64_t request_bytes(const Request& r) {
 
 Task<void> Connection::run() {
   Next next = co_await negotiate();
-  if (next == Next::kTransmit) co_await serve();
+  if (next == Next::kTransmit) {
+    Reactor* home = Reactor::current();
+    co_await switch_to(reactors_.owner_of_family(vdi_->family()));
+    co_await serve();
+    co_await switch_to(*home);  // the server's bookkeeping for this fd lives there
+  }
   if (vdi_) vdi_->attached.fetch_sub(1);
   ::close(stream_.fd());
 }

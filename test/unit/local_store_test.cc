@@ -1,6 +1,8 @@
 // LocalStore against real files in a temporary directory, on two reactors.
 #include "engine/local_store.h"
 
+#include "test/unit/store_fixture.h"
+
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -16,45 +18,8 @@ namespace {
 
 constexpr uint32_t kObjectSize = 1u << 20;
 
-class LocalStoreTest : public ::testing::Test {
+class LocalStoreTest : public StoreFixture {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("kelpie-store-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    start();
-  }
-  void TearDown() override {
-    stop();
-    std::filesystem::remove_all(dir_);
-  }
-  void start() {
-    dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
-    io_ = std::make_unique<UringIoBackend>(dir_fd_);
-    for (unsigned i = 0; i < 2; ++i) {
-      reactors_.push_back(std::make_unique<Reactor>(i, 64));
-      Reactor* r = reactors_.back().get();
-      threads_.emplace_back([r] { r->run(); });
-    }
-    store_ = std::make_unique<LocalStore>(std::vector<Reactor*>{reactors_[0].get(), reactors_[1].get()},
-                                          *io_, dir_.string());
-    ASSERT_TRUE(store_->open().is_ok());
-  }
-  // clean=false: like kill -9 (no flush, dirty logs stay).
-  void stop(bool clean = true) {
-    if (!store_) return;
-    if (clean) {
-      EXPECT_TRUE(store_->close().is_ok());
-    }
-    for (auto& r : reactors_) r->stop();
-    for (auto& t : threads_) t.join();
-    store_.reset();
-    threads_.clear();
-    reactors_.clear();
-    io_.reset();
-    ::close(dir_fd_);
-  }
   Status write(ObjectId id, uint64_t off, const std::vector<uint8_t>& data, bool create = false) {
     return reactors_[0]->block_on(store_->write(id, off, data, {false, create, kObjectSize}));
   }
@@ -66,13 +31,6 @@ class LocalStoreTest : public ::testing::Test {
   }
   std::filesystem::path object_file(ObjectId id) { return dir_ / "objects" / id.to_hex(); }
 
-  static inline int counter_ = 0;
-  std::filesystem::path dir_;
-  int dir_fd_ = -1;
-  std::unique_ptr<UringIoBackend> io_;
-  std::vector<std::unique_ptr<Reactor>> reactors_;
-  std::vector<std::thread> threads_;
-  std::unique_ptr<LocalStore> store_;
 };
 
 std::vector<uint8_t> pattern(size_t n, uint8_t seed) {

@@ -11,64 +11,26 @@
 
 #include "engine/local_store.h"
 #include "engine/vdi_directory.h"
+#include "test/unit/store_fixture.h"
 
 namespace kelpie {
 namespace {
 
 constexpr uint64_t kMiB = 1 << 20;
 
-class VdiTest : public ::testing::Test {
+class VdiTest : public StoreFixture {
  protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() / ("kelpie-vdi-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(dir_);
-    std::filesystem::create_directories(dir_);
-    start();
-  }
-  void TearDown() override {
-    stop();
-    std::filesystem::remove_all(dir_);
-  }
-  void start() {
-    dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
-    io_ = std::make_unique<UringIoBackend>(dir_fd_);
-    std::vector<Reactor*> raw;
-    for (unsigned i = 0; i < 2; ++i) {
-      reactors_.push_back(std::make_unique<Reactor>(i, 64));
-      raw.push_back(reactors_.back().get());
-      Reactor* r = raw.back();
-      threads_.emplace_back([r] { r->run(); });
-    }
-    pool_ = std::make_unique<ReactorPool>(raw);
-    store_ = std::make_unique<LocalStore>(raw, *io_, dir_.string());
-    ASSERT_TRUE(store_->open().is_ok());
+  void on_started() override {
     directory_ = std::make_unique<VdiDirectory>(dir_.string(), *store_, *pool_);
     ASSERT_TRUE(directory_->open().is_ok());
   }
-  void stop() {
-    directory_.reset();
-    EXPECT_TRUE(store_->close().is_ok());
-    for (auto& r : reactors_) r->stop();
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-    store_.reset();
-    reactors_.clear();
-    ::close(dir_fd_);
-  }
-  Reactor& r0() { return *reactors_[0]; }
+  void on_stopping() override { directory_.reset(); }
   std::vector<uint8_t> read(Vdi& vdi, uint64_t off, size_t len) {
     std::vector<uint8_t> out(len, 0xee);
     EXPECT_TRUE(r0().block_on(vdi.read(off, out)).is_ok());
     return out;
   }
 
-  std::filesystem::path dir_;
-  int dir_fd_ = -1;
-  std::unique_ptr<UringIoBackend> io_;
-  std::vector<std::unique_ptr<Reactor>> reactors_;
-  std::vector<std::thread> threads_;
-  std::unique_ptr<ReactorPool> pool_;
-  std::unique_ptr<LocalStore> store_;
   std::unique_ptr<VdiDirectory> directory_;
 };
 

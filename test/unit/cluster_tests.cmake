@@ -1,0 +1,1 @@
+kelpie_unit_test(ring_test kelpie_cluster)

@@ -50,8 +50,8 @@ readonly kExportName=bench
 }
 build_dir=$(realpath -m "$1")
 bench_src=$(cd "$(dirname "$0")" && pwd)
-servers=(${BENCH_SERVERS:-kelpied qemu-nbd nbdkit})
-jobs=(${BENCH_JOBS:-$kAllJobs})
+read -ra servers <<<"${BENCH_SERVERS:-kelpied qemu-nbd nbdkit}"
+read -ra jobs <<<"${BENCH_JOBS:-$kAllJobs}"
 rounds=${BENCH_ROUNDS:-3}
 runtime_s=${BENCH_RUNTIME:-10}
 ramp_s=${BENCH_RAMP:-2}
@@ -61,7 +61,7 @@ work_dir=$(realpath -m "${BENCH_DIR:-$build_dir/bench}")
 admin_port=${BENCH_ADMIN_PORT:-7100}
 # Explicit, since kelpied's default divides the cores by the kelpied
 # processes running on the host (a demo or a test would halve it).
-kelpied_args=${BENCH_KELPIED_ARGS:---threads $(nproc)}
+read -ra kelpied_args <<<"${BENCH_KELPIED_ARGS:---threads $(nproc)}"
 results=$work_dir/results
 
 die() {
@@ -79,8 +79,9 @@ done
 for server in "${servers[@]}"; do
   case "$server" in
     kelpied)
-      [ -x "$build_dir/bin/kelpied" ] && [ -x "$build_dir/bin/kelpie" ] ||
-        die "$build_dir/bin/kelpied or kelpie missing: build first, or set BENCH_SERVERS" ;;
+      if [ ! -x "$build_dir/bin/kelpied" ] || [ ! -x "$build_dir/bin/kelpie" ]; then
+        die "$build_dir/bin/kelpied or kelpie missing: build first, or set BENCH_SERVERS"
+      fi ;;
     qemu-nbd | nbdkit) ;;
     *) die "unknown server '$server' (known: kelpied qemu-nbd nbdkit)" ;;
   esac
@@ -175,11 +176,12 @@ start_kelpied() {
     die "port $admin_port is taken: set BENCH_ADMIN_PORT"
   fi
   export KELPIE_ADDR=127.0.0.1:$admin_port
-  # shellcheck disable=SC2086 # BENCH_KELPIED_ARGS is a list of flags
+  # Its stdout/stderr join its own log: start-up errors are printed, not logged.
+  # shellcheck disable=SC2094
   "$build_dir/bin/kelpied" --data "$work_dir/kelpied-data" \
     --nbd-listen none --nbd-unix "$(socket_of kelpied)" \
     --admin-listen "$KELPIE_ADDR" --log-file "$work_dir/kelpied.log" \
-    $kelpied_args </dev/null >>"$work_dir/kelpied.log" 2>&1 &
+    "${kelpied_args[@]}" </dev/null >>"$work_dir/kelpied.log" 2>&1 &
   server_pid[kelpied]=$!
   local deadline=$((SECONDS + kStartDeadlineSeconds))
   until "$kelpie" node info >/dev/null 2>&1; do
@@ -220,20 +222,20 @@ run_fio() {
     note "skipping $job on $server: server is not running"
     return 0
   fi
-  local timing limit
+  local limit timing=(--size="$workset")
   if [ "$job" = fill ]; then
-    timing="--size=$workset"
     limit=$kFillTimeoutSeconds
   else
-    timing="--size=$workset --time_based --runtime=$runtime_s --ramp_time=$ramp_s --norandommap --randrepeat=0"
+    timing+=(--time_based --runtime="$runtime_s" --ramp_time="$ramp_s" --norandommap --randrepeat=0)
     limit=$((runtime_s + ramp_s + 60))
   fi
   local ticks_before ticks_after start_ns end_ns rc=0
   ticks_before=$(cpu_ticks "$pid")
   start_ns=$(date +%s%N)
-  # shellcheck disable=SC2046 # job_args and timing are lists of flags
+  local definition
+  read -ra definition <<<"$(job_args "$job")"
   timeout --kill-after=10 "$limit" fio --name="$job" --ioengine=nbd \
-    --uri="$(uri_of "$server")" $(job_args "$job") $timing \
+    --uri="$(uri_of "$server")" "${definition[@]}" "${timing[@]}" \
     --lat_percentiles=1 --output-format=json --output="$out.json.tmp" \
     >"$out.fio.log" 2>&1 || rc=$?
   ticks_after=$(cpu_ticks "$pid")
@@ -310,7 +312,7 @@ json_pair() { # KEY VALUE [last]: one member of a JSON object
   json_pair "qemu-nbd" "$(qemu-nbd --version | head -1)"
   json_pair "nbdkit" "$(nbdkit --version)"
   [[ " ${servers[*]} " != *" kelpied "* ]] ||
-    json_pair "kelpied" "$("$build_dir/bin/kelpied" --version) $kelpied_args"
+    json_pair "kelpied" "$("$build_dir/bin/kelpied" --version) ${kelpied_args[*]}"
   json_pair "load average (1, 5, 15 min) at start" "$load_at_start"
   json_pair "load average (1, 5, 15 min) at end" "$(cut -d' ' -f1-3 /proc/loadavg)" last
   echo "  },"

@@ -94,7 +94,9 @@ start() {
   rm -f "$pid_file"
   # setsid: the daemon leaves make's session, so a ^C there does not reach it.
   # In a non-interactive shell the background job is no group leader, so
-  # setsid execs in place and $! is kelpied's own pid.
+  # setsid execs in place and $! is kelpied's own pid. Its stdout/stderr
+  # join its own log, so start-up errors printed before logging begins show.
+  # shellcheck disable=SC2094
   setsid "$kelpied" --data "$run_dir/data" --nbd-unix "$socket" \
     --nbd-listen "$nbd_listen" --admin-listen "$admin_listen" \
     --pid-file "$pid_file" --log-file "$log_file" \

@@ -391,6 +391,45 @@ Task<Status> LocalStore::mark_dirty(Shard& shard, const ObjectId& id, uint32_t o
   }
 }
 
+// ---- holding an object: a pin (its fd stays open) and a range lock ---------------
+
+LocalStore::Hold::Hold(LocalStore* store, Shard* shard, ObjectRef object)
+    : store_(store), shard_(shard), object_(std::move(object)) {}
+
+LocalStore::Hold::Hold(Hold&& other) noexcept
+    : guard(std::move(other.guard)),
+      store_(other.store_),
+      shard_(other.shard_),
+      object_(std::move(other.object_)) {}
+
+LocalStore::Hold::~Hold() {
+  guard.release();
+  if (object_) store_->release(*shard_, *object_);
+}
+
+Task<Result<LocalStore::Hold>> LocalStore::hold(Shard& shard, const ObjectId& id, Mode mode,
+                                                uint32_t object_size, uint64_t offset,
+                                                uint64_t length, bool exclusive) {
+  while (true) {
+    auto ref = co_await acquire(shard, id, mode, object_size);
+    if (!ref) co_return ref.status();
+    mode = Mode::kExisting;  // a retry must not wipe what another writer just wrote
+    Hold held(this, &shard, std::move(*ref));
+    Object& object = held.object();
+    uint64_t first = 0, last = UINT64_MAX;
+    if (length != kWholeObject) {
+      if (offset + length > object.object_size) {
+        co_return Status::error(EINVAL, "range past the end of object " + id.to_hex());
+      }
+      first = offset / kBlockSize;
+      last = first + std::max<uint64_t>(1, blocks_in(offset, length)) - 1;
+    }
+    held.guard = co_await object.lock.lock(first, last, exclusive);
+    if (object.gone) continue;  // removed or evicted while we waited
+    co_return std::move(held);
+  }
+}
+
 // ---- data operations -------------------------------------------------------------
 
 namespace {
@@ -403,14 +442,6 @@ Task<Status> on_reactor(Reactor& owner, Task<Status> work) {
   co_return st;
 }
 
-// Pins an object for the scope of an operation.
-template <typename Release>
-struct PinGuard {
-  Release release;
-  ~PinGuard() { release(); }
-};
-template <typename Release>
-PinGuard(Release) -> PinGuard<Release>;
 }  // namespace
 
 Task<Status> LocalStore::read(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
@@ -443,28 +474,18 @@ Task<Status> LocalStore::read_verified(Object& object, uint64_t first_block, std
 }
 
 Task<Status> LocalStore::read_local(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
-  Shard& shard = shard_of(id);
-  while (true) {
-    auto ref = co_await acquire(shard, id, Mode::kExisting, 0);
-    if (!ref) co_return ref.status();
-    Object& object = **ref;
-    PinGuard pin{[&] { release(shard, object); }};
-    if (offset + out.size() > object.object_size) {
-      co_return Status::error(EINVAL, "read past the end of object " + id.to_hex());
-    }
-    if (out.empty()) co_return Status::ok();
-    uint64_t first = offset / kBlockSize;
-    uint64_t count = blocks_in(offset, out.size());
-    RangeLock::Guard guard = co_await object.lock.lock(first, first + count - 1, false);
-    if (object.gone) continue;
-    if (offset % kBlockSize == 0 && out.size() % kBlockSize == 0) {
-      co_return co_await read_verified(object, first, out);
-    }
-    Buffer staging = Buffer::get(count * kBlockSize);
-    Status st = co_await read_verified(object, first, staging.span());
-    if (st.is_ok()) std::memcpy(out.data(), staging.data() + offset % kBlockSize, out.size());
-    co_return st;
+  auto held = co_await hold(shard_of(id), id, Mode::kExisting, 0, offset, out.size(), false);
+  if (!held) co_return held.status();
+  if (out.empty()) co_return Status::ok();
+  Object& object = held->object();
+  uint64_t first = offset / kBlockSize;
+  if (offset % kBlockSize == 0 && out.size() % kBlockSize == 0) {
+    co_return co_await read_verified(object, first, out);
   }
+  Buffer staging = Buffer::get(blocks_in(offset, out.size()) * kBlockSize);
+  Status st = co_await read_verified(object, first, staging.span());
+  if (st.is_ok()) std::memcpy(out.data(), staging.data() + offset % kBlockSize, out.size());
+  co_return st;
 }
 
 Task<Status> LocalStore::write_blocks(Shard& shard, Object& object, uint64_t offset,
@@ -508,136 +529,96 @@ Task<Status> LocalStore::write_blocks(Shard& shard, Object& object, uint64_t off
 Task<Status> LocalStore::write_local(ObjectId id, uint64_t offset, std::span<const uint8_t> data,
                                      WriteOptions options) {
   Shard& shard = shard_of(id);
-  while (true) {
-    auto ref = co_await acquire(shard, id, options.create ? Mode::kCreate : Mode::kExisting,
-                                options.object_size);
-    if (!ref) co_return ref.status();
-    options.create = false;  // a retry must not wipe what another writer just wrote
-    Object& object = **ref;
-    PinGuard pin{[&] { release(shard, object); }};
-    if (offset + data.size() > object.object_size) {
-      co_return Status::error(EINVAL, "write past the end of object " + id.to_hex());
-    }
-    if (data.empty()) co_return Status::ok();
-    uint64_t first = offset / kBlockSize;
-    RangeLock::Guard guard =
-        co_await object.lock.lock(first, first + blocks_in(offset, data.size()) - 1, true);
-    if (object.gone) continue;
-    Status st = co_await write_blocks(shard, object, offset, data, options.fua);
-    if (st.is_ok() && options.fua && shard.dir_dirty) st = co_await io_.datasync(shard.dir_fd);
-    co_return st;
-  }
+  auto held = co_await hold(shard, id, options.create ? Mode::kCreate : Mode::kExisting,
+                            options.object_size, offset, data.size(), true);
+  if (!held) co_return held.status();
+  if (data.empty()) co_return Status::ok();
+  Status st = co_await write_blocks(shard, held->object(), offset, data, options.fua);
+  if (st.is_ok() && options.fua && shard.dir_dirty) st = co_await io_.datasync(shard.dir_fd);
+  co_return st;
 }
 
 Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
   Shard& shard = shard_of(id);
-  while (true) {
-    auto ref = co_await acquire(shard, id, Mode::kExisting, 0);
-    if (!ref) co_return ref.status();
-    Object& object = **ref;
-    PinGuard pin{[&] { release(shard, object); }};
-    if (offset + length > object.object_size) {
-      co_return Status::error(EINVAL, "zero past the end of object " + id.to_hex());
-    }
-    if (length == 0) co_return Status::ok();
-    uint64_t first = offset / kBlockSize;
-    RangeLock::Guard guard =
-        co_await object.lock.lock(first, first + blocks_in(offset, length) - 1, true);
-    if (object.gone) continue;
-    Status st = co_await mark_dirty(shard, id, object.object_size);
-    if (!st.is_ok()) co_return st;
-    uint64_t whole_first = (offset + kBlockSize - 1) / kBlockSize;
-    uint64_t whole_end = (offset + length) / kBlockSize;
-    if (whole_end > whole_first) {  // whole blocks: zero in place, crc 0 = "reads as zeros"
-      uint64_t n = whole_end - whole_first;
-      st = co_await io_.fallocate(object.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
-                                  kDataOffset + whole_first * kBlockSize, n * kBlockSize);
-      Buffer table = Buffer::get(n * 4);
-      std::memset(table.data(), 0, n * 4);
-      if (st.is_ok()) st = co_await io_.write(object.fd, table.span(), kCrcTableOffset + whole_first * 4, false);
-      for (uint64_t b = whole_first; b < whole_end; ++b) object.crcs[b] = 0;
-      if (!st.is_ok()) co_return io_failure(st, id, "zero");
-    }
-    static const std::vector<uint8_t> zeros(kBlockSize, 0);
-    uint64_t head_end = std::min(offset + length, whole_first * kBlockSize);
-    if (whole_end <= whole_first) head_end = offset + length;  // inside one or two blocks
-    for (uint64_t pos = offset; pos < head_end;) {  // partial edge before the whole blocks
-      uint64_t n = std::min<uint64_t>(head_end - pos, kBlockSize - pos % kBlockSize);
-      st = co_await write_blocks(shard, object, pos, std::span(zeros.data(), n), false);
-      if (!st.is_ok()) co_return st;
-      pos += n;
-    }
-    uint64_t tail_start = std::max(whole_end * kBlockSize, head_end);
-    if (tail_start < offset + length) {
-      st = co_await write_blocks(shard, object, tail_start,
-                                 std::span(zeros.data(), offset + length - tail_start), false);
-      if (!st.is_ok()) co_return st;
-    }
-    if (fua) st = co_await io_.datasync(object.fd);
-    co_return st;
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, offset, length, true);
+  if (!held) co_return held.status();
+  if (length == 0) co_return Status::ok();
+  Object& object = held->object();
+  Status st = co_await mark_dirty(shard, id, object.object_size);
+  if (!st.is_ok()) co_return st;
+  uint64_t whole_first = (offset + kBlockSize - 1) / kBlockSize;
+  uint64_t whole_end = (offset + length) / kBlockSize;
+  if (whole_end > whole_first) {  // whole blocks: zero in place, crc 0 = "reads as zeros"
+    uint64_t n = whole_end - whole_first;
+    st = co_await io_.fallocate(object.fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE,
+                                kDataOffset + whole_first * kBlockSize, n * kBlockSize);
+    Buffer table = Buffer::get(n * 4);
+    std::memset(table.data(), 0, n * 4);
+    if (st.is_ok()) st = co_await io_.write(object.fd, table.span(), kCrcTableOffset + whole_first * 4, false);
+    for (uint64_t b = whole_first; b < whole_end; ++b) object.crcs[b] = 0;
+    if (!st.is_ok()) co_return io_failure(st, id, "zero");
   }
+  static const std::vector<uint8_t> zeros(kBlockSize, 0);
+  uint64_t head_end = std::min(offset + length, whole_first * kBlockSize);
+  if (whole_end <= whole_first) head_end = offset + length;  // inside one or two blocks
+  for (uint64_t pos = offset; pos < head_end;) {  // partial edge before the whole blocks
+    uint64_t n = std::min<uint64_t>(head_end - pos, kBlockSize - pos % kBlockSize);
+    st = co_await write_blocks(shard, object, pos, std::span(zeros.data(), n), false);
+    if (!st.is_ok()) co_return st;
+    pos += n;
+  }
+  uint64_t tail_start = std::max(whole_end * kBlockSize, head_end);
+  if (tail_start < offset + length) {
+    st = co_await write_blocks(shard, object, tail_start,
+                               std::span(zeros.data(), offset + length - tail_start), false);
+    if (!st.is_ok()) co_return st;
+  }
+  if (fua) st = co_await io_.datasync(object.fd);
+  co_return st;
 }
 
 Task<Status> LocalStore::remove_local(ObjectId id) {
   Shard& shard = shard_of(id);
-  while (true) {
-    auto ref = co_await acquire(shard, id, Mode::kExisting, 0);
-    if (!ref) co_return ref.status().code() == ENOENT ? Status::ok() : ref.status();
-    Object& object = **ref;
-    PinGuard pin{[&] { release(shard, object); }};
-    RangeLock::Guard guard = co_await object.lock.lock(0, UINT64_MAX, true);
-    if (object.gone) continue;
-    // Logged like a write: if the unlink outlives a crash but the map entry that
-    // dropped it does not, recovery recreates zeros instead of leaving a hole.
-    Status st = co_await mark_dirty(shard, id, object.object_size);
-    if (st.is_ok()) st = co_await io_.unlink(object_path(id));
-    if (!st.is_ok()) co_return io_failure(st, id, "remove");
-    object.gone = true;
-    shard.dirty.erase(id);
-    shard.dir_dirty = true;
-    shard.lru.erase(object.lru_pos);
-    ObjectRef keep = shard.objects[id];
-    shard.objects.erase(id);
-    object_count_.fetch_sub(1);
-    co_return Status::ok();
-  }
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, true);
+  if (!held) co_return held.status().code() == ENOENT ? Status::ok() : held.status();
+  Object& object = held->object();
+  // Logged like a write: if the unlink outlives a crash but the map entry that
+  // dropped it does not, recovery recreates zeros instead of leaving a hole.
+  Status st = co_await mark_dirty(shard, id, object.object_size);
+  if (st.is_ok()) st = co_await io_.unlink(object_path(id));
+  if (!st.is_ok()) co_return io_failure(st, id, "remove");
+  object.gone = true;
+  shard.dirty.erase(id);
+  shard.dir_dirty = true;
+  shard.lru.erase(object.lru_pos);
+  shard.objects.erase(id);  // `held` keeps the object alive until it releases it
+  object_count_.fetch_sub(1);
+  co_return Status::ok();
 }
 
 Task<Status> LocalStore::create_from(ObjectId dst, ObjectId src) {
   KELPIE_ASSERT(dst.reactor_key() == src.reactor_key());  // same shard, local copy
+  return on_reactor(owner(src), create_from_local(dst, src));
+}
+
+Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src) {
   Shard& shard = shard_of(src);
-  Reactor* home = Reactor::current();
-  co_await switch_to(*shard.reactor);
+  auto from = co_await hold(shard, src, Mode::kExisting, 0, 0, kWholeObject, false);
+  if (!from) co_return from.status();
+  uint32_t size = from->object().object_size;
+  auto to = co_await hold(shard, dst, Mode::kCreate, size, 0, kWholeObject, true);
+  if (!to) co_return to.status();
+  constexpr uint64_t kChunk = uint64_t{1} << 20;
+  Buffer chunk = Buffer::get(std::min<uint64_t>(kChunk, size));
   Status st;
-  {
-    auto source = co_await acquire(shard, src, Mode::kExisting, 0);
-    if (!source) {
-      co_await switch_to(*home);
-      co_return source.status();
-    }
-    Object& from = **source;
-    PinGuard pin{[&] { release(shard, from); }};
-    RangeLock::Guard read_guard = co_await from.lock.lock(0, UINT64_MAX, false);
-    auto target = co_await acquire(shard, dst, Mode::kCreate, from.object_size);
-    if (!target) {
-      st = target.status();
-    } else {
-      Object& to = **target;
-      PinGuard pin_to{[&] { release(shard, to); }};
-      RangeLock::Guard write_guard = co_await to.lock.lock(0, UINT64_MAX, true);
-      constexpr uint64_t kChunk = uint64_t{1} << 20;
-      Buffer chunk = Buffer::get(std::min<uint64_t>(kChunk, from.object_size));
-      for (uint64_t off = 0; off < from.object_size && st.is_ok(); off += chunk.size()) {
-        uint64_t first = off / kBlockSize, n = chunk.size() / kBlockSize;
-        bool unwritten = true;
-        for (uint64_t b = first; b < first + n; ++b) unwritten = unwritten && from.crcs[b] == 0;
-        if (unwritten) continue;  // leave zeros as holes
-        st = co_await read_verified(from, first, chunk.span());
-        if (st.is_ok()) st = co_await write_blocks(shard, to, off, chunk.span(), false);
-      }
-    }
+  for (uint64_t off = 0; off < size && st.is_ok(); off += chunk.size()) {
+    uint64_t first = off / kBlockSize, n = chunk.size() / kBlockSize;
+    bool unwritten = true;
+    for (uint64_t b = first; b < first + n; ++b) unwritten = unwritten && from->object().crcs[b] == 0;
+    if (unwritten) continue;  // leave zeros as holes
+    st = co_await read_verified(from->object(), first, chunk.span());
+    if (st.is_ok()) st = co_await write_blocks(shard, to->object(), off, chunk.span(), false);
   }
-  co_await switch_to(*home);
   co_return st;
 }
 

@@ -59,6 +59,25 @@ class LocalStore final : public ObjectStore {
   static std::string object_path(const ObjectId& id);
   Shard& shard_of(const ObjectId& id) const;
 
+  static constexpr uint64_t kWholeObject = UINT64_MAX;
+  class Hold {
+   public:
+    Hold(LocalStore* store, Shard* shard, ObjectRef object);
+    Hold(Hold&& other) noexcept;
+    Hold(const Hold&) = delete;
+    ~Hold();
+    Object& object() { return *object_; }
+    RangeLock::Guard guard;
+
+   private:
+    LocalStore* store_;
+    Shard* shard_;
+    ObjectRef object_;
+  };
+  // Acquires (or creates) the object, checks the range and locks its blocks
+  // (length kWholeObject: every block), retrying if the object went away meanwhile.
+  Task<Result<Hold>> hold(Shard& shard, const ObjectId& id, Mode mode, uint32_t object_size,
+                          uint64_t offset, uint64_t length, bool exclusive);
   Task<Result<ObjectRef>> acquire(Shard& shard, const ObjectId& id, Mode mode,
                                   uint32_t object_size);
   Task<Status> load(Object& object);
@@ -74,6 +93,7 @@ class LocalStore final : public ObjectStore {
                             std::span<const uint8_t> data, bool fua);
   Task<Status> zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua);
   Task<Status> remove_local(ObjectId id);
+  Task<Status> create_from_local(ObjectId dst, ObjectId src);
   Task<Status> flush_shard(Shard& shard);
   Task<Status> read_verified(Object& object, uint64_t first_block, std::span<uint8_t> out);
   Task<Status> replay_dirty(const DirtyRecord& record);

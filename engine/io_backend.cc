@@ -28,6 +28,16 @@ Task<Status> UringIoBackend::unlink(std::string path) {
 
 Task<Result<size_t>> UringIoBackend::read(int fd, std::span<uint8_t> buf, uint64_t offset) {
   size_t done = 0;
+  if (buf.size() <= kInlineLimit) {
+    while (done < buf.size()) {
+      ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) co_return Status::error(errno, "read");
+      if (n == 0) break;
+      done += static_cast<size_t>(n);
+    }
+    co_return done;
+  }
   while (done < buf.size()) {
     int rc = co_await async_read(fd, buf.data() + done, buf.size() - done, offset + done);
     if (rc == -EINTR || rc == -EAGAIN) continue;
@@ -41,6 +51,17 @@ Task<Result<size_t>> UringIoBackend::read(int fd, std::span<uint8_t> buf, uint64
 Task<Status> UringIoBackend::write(int fd, std::span<const uint8_t> buf, uint64_t offset,
                                    bool dsync) {
   size_t done = 0;
+  if (!dsync && buf.size() <= kInlineLimit) {
+    // See kInlineLimit: a page-cache copy beats io_uring's worker hand-off here.
+    while (done < buf.size()) {
+      ssize_t n = ::pwrite(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) co_return Status::error(errno, "write");
+      if (n == 0) co_return Status::error(EIO, "write made no progress");
+      done += static_cast<size_t>(n);
+    }
+    co_return Status::ok();
+  }
   while (done < buf.size()) {
     int rc = co_await async_write(fd, buf.data() + done, buf.size() - done, offset + done,
                                   dsync ? RWF_DSYNC : 0);

@@ -461,8 +461,12 @@ Task<Status> LocalStore::read_verified(Object& object, uint64_t first_block, std
   auto n = co_await io_.read(object.fd, out, kDataOffset + first_block * kBlockSize);
   if (!n) co_return io_failure(n.status(), object.id, "read");
   if (*n < out.size()) std::memset(out.data() + *n, 0, out.size() - *n);
-  for (size_t b = 0; b < out.size() / kBlockSize; ++b) {
-    uint32_t computed = crc32c(out.data() + b * kBlockSize, kBlockSize);
+  size_t count = out.size() / kBlockSize;
+  Buffer crcs = Buffer::get(count * sizeof(uint32_t));
+  auto* computed_crcs = reinterpret_cast<uint32_t*>(crcs.data());
+  crc32c_blocks(out.data(), count, kBlockSize, computed_crcs);
+  for (size_t b = 0; b < count; ++b) {
+    uint32_t computed = computed_crcs[b];
     if (!block_crc_matches(object.crcs[first_block + b], computed)) {
       KELPIE_LOG_ERROR("object {}: checksum mismatch in block {} (stored {:08x}, data {:08x}); "
                        "returning EIO", object.id.to_hex(), first_block + b,
@@ -508,10 +512,9 @@ Task<Status> LocalStore::write_blocks(Shard& shard, Object& object, uint64_t off
     blocks = std::span<const uint8_t>(staging.data(), count * kBlockSize);
   }
   Buffer table = Buffer::get(count * 4);
-  for (uint64_t b = 0; b < count; ++b) {
-    uint32_t crc = crc32c(blocks.data() + b * kBlockSize, kBlockSize);
-    put_le32(table.data() + 4 * b, crc);
-  }
+  auto* crcs = reinterpret_cast<uint32_t*>(table.data());
+  crc32c_blocks(blocks.data(), count, kBlockSize, crcs);
+  for (uint64_t b = 0; b < count; ++b) put_le32(table.data() + 4 * b, crcs[b]);  // in place, LE
   Status st = co_await mark_dirty(shard, object.id, object.object_size);
   if (st.is_ok()) {
     // Data and checksums go to the kernel in one submission.

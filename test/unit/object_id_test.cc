@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/crc32c.h"
 #include "engine/object_file.h"
 
 namespace kelpie {
@@ -46,6 +47,16 @@ TEST(ObjectHeader, RoundTripAndCorruption) {
   EXPECT_EQ(decoded->object_size, 4u << 20);
   buf[30] ^= 1;
   EXPECT_EQ(decode_object_header(buf).status().code(), EINVAL);
+}
+
+TEST(Crc32c, KnownValueAndBlockwiseAgree) {
+  const char* text = "123456789";
+  EXPECT_EQ(crc32c(text, 9), 0xe3069283u);  // the standard CRC-32C check value
+  std::vector<uint8_t> data(7 * 4096);
+  for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 31 + 7);
+  std::vector<uint32_t> blockwise(7);
+  crc32c_blocks(data.data(), 7, 4096, blockwise.data());
+  for (size_t b = 0; b < 7; ++b) EXPECT_EQ(blockwise[b], crc32c(data.data() + b * 4096, 4096)) << b;
 }
 
 }  // namespace

@@ -33,6 +33,10 @@ class IoBackend {
   // mode as for fallocate(2): 0 allocates, FALLOC_FL_ZERO_RANGE zeroes in place.
   virtual Task<Status> fallocate(int fd, int mode, uint64_t offset, uint64_t length) = 0;
   virtual Status truncate(int fd, uint64_t length) = 0;
+  // Copies length bytes between files inside the kernel (copy_file_range(2):
+  // a reflink where the filesystem has them).
+  virtual Task<Status> copy_range(int src_fd, uint64_t src_offset, int dst_fd, uint64_t dst_offset,
+                                  uint64_t length) = 0;
 };
 
 // io_uring for sockets, syncs, opens and large transfers; buffered reads and writes
@@ -55,6 +59,8 @@ class UringIoBackend final : public IoBackend {
   Task<Status> datasync(int fd) override;
   Task<Status> fallocate(int fd, int mode, uint64_t offset, uint64_t length) override;
   Status truncate(int fd, uint64_t length) override;
+  Task<Status> copy_range(int src_fd, uint64_t src_offset, int dst_fd, uint64_t dst_offset,
+                          uint64_t length) override;
 
  private:
   int dir_fd_;

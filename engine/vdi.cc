@@ -405,13 +405,17 @@ Task<Status> Vdi::freeze_and_continue(VdiId new_head, uint32_t snapshot_id, std:
   head.tag.clear();
   head.created_unix_s = now_unix_s;
   // The new head first (its table names the frozen inode's map objects), then the
-  // frozen inode, both durable before the directory makes the switch official.
+  // frozen inode, both durable (FUA) before the directory makes the switch official.
+  // The data is not flushed: acknowledged writes are in the frozen objects already,
+  // and a snapshot has the same write-cache durability as the VDI it came from
+  // (the client's next FLUSH syncs them). That keeps a snapshot O(1) in the data.
   std::vector<uint8_t> head_image = encode_inode(head);
   Status st = co_await store_.write(ObjectId::inode(new_head, head.family), 0, head_image,
-                                    {false, true, kInodeObjectSize});
+                                    {true, true, kInodeObjectSize});
   std::vector<uint8_t> frozen_image = encode_inode(frozen);
-  if (st.is_ok()) st = co_await store_.write(ObjectId::inode(frozen.id, frozen.family), 0, frozen_image, {});
-  if (st.is_ok()) st = co_await store_.flush();
+  if (st.is_ok()) {
+    st = co_await store_.write(ObjectId::inode(frozen.id, frozen.family), 0, frozen_image, {true});
+  }
   if (st.is_ok()) pending_head_ = std::move(head);
   co_return st;
 }

@@ -2,6 +2,8 @@
 
 #include <sys/socket.h>
 
+#include <cerrno>
+
 #include <cstring>
 
 #include "engine/reactor.h"
@@ -17,6 +19,14 @@ SocketStream::SocketStream(int fd) : fd_(fd), buffer_(Buffer::get(kBufferSize)) 
 
 Task<Status> SocketStream::fill() {
   start_ = end_ = 0;
+  // Most of the time the next request is already there: take it without a trip
+  // through the ring (io_uring would arm a poll and complete it from task work).
+  ssize_t ready = ::recv(fd_, buffer_.data(), buffer_.capacity(), MSG_DONTWAIT);
+  if (ready > 0) {
+    end_ = static_cast<size_t>(ready);
+    co_return Status::ok();
+  }
+  if (ready == 0) co_return Status::error(ECONNRESET, "peer closed the connection");
   while (true) {
     int rc = co_await async_recv(fd_, buffer_.data(), buffer_.capacity());
     if (rc == -EINTR || rc == -EAGAIN) continue;
@@ -66,11 +76,22 @@ Task<Status> SocketStream::discard(uint64_t bytes) {
 
 Task<Status> SocketStream::write_all(std::span<iovec> iov) {
   size_t first = 0;
+  bool try_direct = true;  // a reply usually fits the socket buffer: send it now
   while (first < iov.size()) {
     msghdr msg{};
     msg.msg_iov = iov.data() + first;
     msg.msg_iovlen = iov.size() - first;
-    int rc = co_await async_sendmsg(fd_, &msg);
+    int rc;
+    if (try_direct) {
+      ssize_t n = ::sendmsg(fd_, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+      rc = n >= 0 ? static_cast<int>(n) : -errno;
+      if (rc == -EAGAIN || rc == -EWOULDBLOCK) {
+        try_direct = false;  // full: let the ring wait for room
+        continue;
+      }
+    } else {
+      rc = co_await async_sendmsg(fd_, &msg);
+    }
     if (rc == -EINTR || rc == -EAGAIN) continue;
     if (rc < 0) co_return Status::error(-rc, "send");
     size_t sent = static_cast<size_t>(rc);

@@ -107,7 +107,7 @@ void Reactor::run() {
     bool may_sleep;
     {
       std::lock_guard lock(inbox_mutex_);
-      may_sleep = inbox_.empty();
+      may_sleep = inbox_.empty() && deferred_.empty();
       sleeping_ = may_sleep;
     }
     int rc = io_uring_submit_and_wait(&ring_, may_sleep ? 1 : 0);
@@ -135,6 +135,8 @@ void Reactor::run() {
     }
     io_uring_cq_advance(&ring_, seen);
     if (rearm) arm_eventfd_read();
+    ready_.insert(ready_.end(), deferred_.begin(), deferred_.end());
+    deferred_.clear();
   }
   current_reactor = nullptr;
 }

@@ -50,6 +50,9 @@ class Reactor {
 
   // Queues `h` to be resumed on this reactor. Safe from any thread.
   void post(std::coroutine_handle<> h);
+  // Resumes `h` only after the next round of completions has been reaped, so
+  // pending I/O of other coroutines goes first. Only on this reactor's thread.
+  void defer(std::coroutine_handle<> h) { deferred_.push_back(h); }
 
   // Prepares an SQE whose completion resumes `completion`. Only on this reactor's thread.
   struct Completion {
@@ -74,6 +77,7 @@ class Reactor {
   uint64_t eventfd_value_ = 0;
   std::vector<std::coroutine_handle<>> ready_;
   std::vector<std::coroutine_handle<>> running_;
+  std::vector<std::coroutine_handle<>> deferred_;
 
   std::mutex inbox_mutex_;
   std::vector<std::coroutine_handle<>> inbox_;
@@ -144,8 +148,13 @@ class SwitchTo {
 };
 inline SwitchTo switch_to(Reactor& target) { return SwitchTo(target); }
 
-// Yields to other ready coroutines of this reactor.
-inline SwitchTo yield_now() { return SwitchTo(*Reactor::current()); }
+// Lets everything else on this reactor run, completions included, then resumes.
+struct YieldNow {
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) { Reactor::current()->defer(h); }
+  void await_resume() const noexcept {}
+};
+inline YieldNow yield_now() { return YieldNow{}; }
 
 namespace detail {
 template <typename T>

@@ -57,7 +57,6 @@ class Connection {
   VdiDirectory& directory_;
   const ReactorPool& reactors_;
   std::shared_ptr<Vdi> vdi_;
-  std::string export_name_;
   ExportState state_;
   bool no_zeroes_ = false;
   bool broken_ = false;  // a send failed: stop reading, let in-flight requests drain

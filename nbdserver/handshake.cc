@@ -49,7 +49,6 @@ bool Connection::attach(const std::string& name) {
   if (!vdi) return false;
   vdi_ = std::move(vdi);
   vdi_->attached.fetch_add(1);
-  export_name_ = name;
   state_.size_bytes = vdi_->size();
   state_.read_only = vdi_->read_only();  // snapshots ("NAME@TAG") are read-only exports
   return true;

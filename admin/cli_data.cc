@@ -43,9 +43,9 @@ Status read_block(const NbdExport& nbd, uint64_t block_offset, uint8_t* data) {
   return Status::ok();
 }
 
-}  // namespace
-
-Status run_vdi_read(const CliInvocation& cli, Args args) {
+// Opens NAME's export into `nbd` (not movable: it owns the libnbd handle) and
+// returns the optional OFFSET argument, checked against the export's size.
+Result<uint64_t> open_at_offset(const CliInvocation& cli, Args args, NbdExport& nbd) {
   const std::string& name = args[0];
   uint64_t offset = 0;
   if (args.size() > 1) {
@@ -53,13 +53,23 @@ Status run_vdi_read(const CliInvocation& cli, Args args) {
     if (!parsed) return parsed.status();
     offset = *parsed;
   }
-  NbdExport nbd;
   if (Status status = nbd.open(cli.address, name); !status) return status;
-  uint64_t size = nbd.size_bytes();
-  if (offset > size) {
+  if (offset > nbd.size_bytes()) {
     return Status::error(EINVAL, "offset " + std::to_string(offset) + " is past the end of VDI '" +
-                                     name + "' (" + std::to_string(size) + " bytes)");
+                                     name + "' (" + std::to_string(nbd.size_bytes()) + " bytes)");
   }
+  return offset;
+}
+
+}  // namespace
+
+Status run_vdi_read(const CliInvocation& cli, Args args) {
+  const std::string& name = args[0];
+  NbdExport nbd;
+  Result<uint64_t> opened = open_at_offset(cli, args, nbd);
+  if (!opened) return opened.status();
+  const uint64_t offset = *opened;
+  const uint64_t size = nbd.size_bytes();
   uint64_t length = size - offset;
   if (args.size() > 2) {
     Result<uint64_t> parsed = parse_offset(args[2]);
@@ -91,20 +101,12 @@ Status run_vdi_read(const CliInvocation& cli, Args args) {
 
 Status run_vdi_write(const CliInvocation& cli, Args args) {
   const std::string& name = args[0];
-  uint64_t offset = 0;
-  if (args.size() > 1) {
-    Result<uint64_t> parsed = parse_offset(args[1]);
-    if (!parsed) return parsed.status();
-    offset = *parsed;
-  }
   NbdExport nbd;
-  if (Status status = nbd.open(cli.address, name); !status) return status;
+  Result<uint64_t> opened = open_at_offset(cli, args, nbd);
+  if (!opened) return opened.status();
+  const uint64_t offset = *opened;
   const uint64_t size = nbd.size_bytes();
   const uint64_t block = nbd.block_bytes();
-  if (offset > size) {
-    return Status::error(EINVAL, "offset " + std::to_string(offset) + " is past the end of VDI '" +
-                                     name + "' (" + std::to_string(size) + " bytes)");
-  }
   if (nbd.read_only()) {
     return Status::error(EROFS, "VDI '" + name + "' is exported read-only");
   }

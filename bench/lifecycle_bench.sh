@@ -97,30 +97,15 @@ fi
 daemon_pid=""
 stream_dir=""
 
-alive() { # A zombie (exited, not reaped yet) counts as gone.
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
-  [ -n "$state" ] && [ "$state" != Z ]
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 stop_daemon() {
   local pid=$daemon_pid
   [ -n "$pid" ] || return 0
   daemon_pid=""
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + kStopDeadlineSeconds))
-    while alive "$pid"; do
-      if [ "$SECONDS" -ge "$deadline" ]; then
-        note "warning: kelpied (pid $pid) ignored SIGTERM for ${kStopDeadlineSeconds}s; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 0.2
-    done
-  fi
   local rc=0
-  wait "$pid" 2>/dev/null || rc=$?
+  stop_process "$pid" kelpied || rc=$?
   [ "$rc" -eq 0 ] || note "warning: kelpied exited with status $rc (log: $log)"
 }
 

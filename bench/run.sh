@@ -91,12 +91,8 @@ done
 
 declare -A server_pid=()
 
-# A zombie (a server that exited, not reaped yet) counts as gone.
-alive() {
-  local state
-  state=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -c1)
-  [ -n "$state" ] && [ "$state" != Z ]
-}
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 status_kb() { # PID FIELD -> value in kB of FIELD in /proc/PID/status
   awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status" 2>/dev/null || true
@@ -113,20 +109,8 @@ stop_server() {
   local server=$1 pid=${server_pid[$1]:-}
   [ -n "$pid" ] || return 0
   unset "server_pid[$server]"
-  if alive "$pid"; then
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + kStopDeadlineSeconds))
-    while alive "$pid"; do
-      if [ "$SECONDS" -ge "$deadline" ]; then
-        note "warning: $server (pid $pid) ignored SIGTERM for ${kStopDeadlineSeconds}s; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        break
-      fi
-      sleep 0.2
-    done
-  fi
   local rc=0
-  wait "$pid" 2>/dev/null || rc=$?
+  stop_process "$pid" "$server" || rc=$?
   # 143 = exited on our SIGTERM, which is how qemu-nbd and nbdkit stop.
   if [ "$rc" -ne 0 ] && [ "$rc" -ne 143 ]; then
     note "warning: $server exited with status $rc (log: $work_dir/$server.log)"

@@ -29,6 +29,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from report import Table  # bench/report.py, beside this file
+
 LATENCY_TARGET_MS = 100.0
 
 
@@ -100,29 +102,6 @@ def per_second_iops(path):
 def median(values):
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None
-
-
-class Table:
-    """Rows of strings printed aligned; the first left_columns left-aligned."""
-
-    def __init__(self, header, left_columns=1):
-        self.header = header
-        self.left_columns = left_columns
-        self.rows = []
-
-    def add(self, row):
-        self.rows.append([str(c) for c in row])
-
-    def render(self):
-        widths = [max(len(r[i]) for r in [self.header] + self.rows)
-                  for i in range(len(self.header))]
-
-        def line(r):
-            return "  ".join(c.ljust(w) if i < self.left_columns else c.rjust(w)
-                             for i, (c, w) in enumerate(zip(r, widths))).rstrip()
-
-        return "\n".join([line(self.header), "  ".join("-" * w for w in widths)]
-                         + [line(r) for r in self.rows])
 
 
 def latency_section(meta, latency, fills, results):

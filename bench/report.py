@@ -147,7 +147,7 @@ class Table:
     def add(self, row):
         self.rows.append([str(c) for c in row])
 
-    def render(self, markdown):
+    def render(self, markdown=False):
         if markdown:
             lines = ["| " + " | ".join(self.header) + " |"]
             lines.append("|" + "|".join(["---"] * self.left_columns

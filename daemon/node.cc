@@ -203,4 +203,19 @@ NodeSummary Node::node_info() {
   return s;
 }
 
+namespace {
+Status not_a_cluster() {
+  return Status::error(ENOTSUP, "this node is not part of a cluster (started without --cluster)");
+}
+}  // namespace
+
+Result<ClusterSummary> Node::format_cluster(uint32_t, uint32_t) { return not_a_cluster(); }
+Result<ClusterSummary> Node::cluster_info() { return not_a_cluster(); }
+Result<std::vector<MemberSummary>> Node::list_nodes() { return not_a_cluster(); }
+Result<std::vector<RecoverySummary>> Node::recovery_status() { return not_a_cluster(); }
+Status Node::kill_node(const std::string&) { return not_a_cluster(); }
+Status Node::shutdown_cluster() { return not_a_cluster(); }
+Status Node::recover_force() { return not_a_cluster(); }
+Result<CheckReport> Node::check(const std::string&, bool) { return not_a_cluster(); }
+
 }  // namespace kelpie

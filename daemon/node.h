@@ -52,6 +52,15 @@ class Node final : public NodeControl {
                                  const std::string& from_snapshot) override;
   Status set_restored_from(const std::string& name, const std::string& identity) override;
 
+  Result<ClusterSummary> format_cluster(uint32_t copies, uint32_t min_copies) override;
+  Result<ClusterSummary> cluster_info() override;
+  Result<std::vector<MemberSummary>> list_nodes() override;
+  Result<std::vector<RecoverySummary>> recovery_status() override;
+  Status kill_node(const std::string& id) override;
+  Status shutdown_cluster() override;
+  Status recover_force() override;
+  Result<CheckReport> check(const std::string& vdi, bool repair) override;
+
  private:
   VdiSummary summarize(const VdiDirectory::Listed& listed) const;
 

@@ -66,6 +66,67 @@ struct NodeSummary {
   uint64_t uptime_s = 0;
 };
 
+// Cluster views (issue 3). A node started without --cluster answers ENOTSUP
+// ("this node is not part of a cluster (started without --cluster)").
+struct EpochSummary {
+  uint64_t epoch = 0;
+  int64_t created_unix_ms = 0;
+  std::string reason;               // "format", "join <uuid>", "failed <uuid>", ...
+  std::vector<std::string> nodes;   // storage node uuids of that epoch
+};
+
+struct ClusterSummary {
+  std::string driver;        // "local:/path/to/state"
+  std::string status;        // "unformatted", "waiting", "running", "shutdown"
+  std::string cluster_uuid;  // "" before format
+  uint64_t epoch = 0;
+  uint32_t copies = 0;
+  uint32_t min_copies = 0;
+  uint32_t zones = 0;        // zones in the current epoch
+  uint32_t storage_nodes = 0;
+  uint32_t gateways = 0;     // live gateway-only members
+  std::vector<std::string> warnings;  // e.g. "only 2 zones: objects keep 2 of 3 copies"
+  std::vector<EpochSummary> history;  // oldest first
+};
+
+struct MemberSummary {
+  std::string id;            // node uuid
+  std::string address;       // peer address
+  std::string nbd_address;
+  std::string admin_address;
+  std::string zone;          // "" = its own zone
+  uint32_t vnodes = 0;
+  bool gateway = false;
+  std::string status;        // "up", "down" (in the epoch but not alive), "gateway"
+  uint64_t capacity_bytes = 0;
+  uint64_t used_bytes = 0;   // bytes of object files it holds
+  uint64_t objects = 0;
+};
+
+struct RecoverySummary {
+  std::string node;          // node uuid
+  uint64_t epoch = 0;        // the epoch it is recovering to (or has recovered)
+  std::string state;         // "listing", "recovering", "done"
+  uint64_t to_recover = 0;   // objects it must pull in this epoch
+  uint64_t done = 0;
+  double rate_mib_s = 0;     // over the last few seconds
+};
+
+struct CheckIssue {
+  std::string object;        // hex object id
+  std::string vdi;           // owning VDI name ("" if unknown)
+  std::string node;          // the replica concerned ("" when about the object)
+  std::string problem;       // "missing copy", "stale version", "bad checksum", "differs"
+  bool repaired = false;
+};
+
+struct CheckReport {
+  uint64_t objects_checked = 0;
+  uint64_t copies_checked = 0;
+  uint64_t repaired = 0;
+  std::vector<CheckIssue> issues;
+};
+
 class NodeControl {
  public:
   virtual ~NodeControl() = default;
@@ -96,6 +157,21 @@ class NodeControl {
   // Records the identity of the stream just restored into NAME (checked by the next
   // differential restore).
   virtual Status set_restored_from(const std::string& name, const std::string& identity) = 0;
+
+  // Cluster (ENOTSUP without --cluster).
+  // EEXIST if formatted; EINVAL for copies outside 1..8 or min_copies outside 1..copies.
+  virtual Result<ClusterSummary> format_cluster(uint32_t copies, uint32_t min_copies) = 0;
+  virtual Result<ClusterSummary> cluster_info() = 0;
+  virtual Result<std::vector<MemberSummary>> list_nodes() = 0;
+  virtual Result<std::vector<RecoverySummary>> recovery_status() = 0;
+  // id: a full node uuid or a unique prefix (ENOENT / EINVAL "ambiguous").
+  virtual Status kill_node(const std::string& id) = 0;
+  virtual Status shutdown_cluster() = 0;
+  // Ends "waiting" after a full stop with the nodes alive now.
+  virtual Status recover_force() = 0;
+  // vdi "" = every object of the cluster. repair: rewrite bad, stale and missing
+  // copies from the newest good one.
+  virtual Result<CheckReport> check(const std::string& vdi, bool repair) = 0;
 };
 
 }  // namespace kelpie

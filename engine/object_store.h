@@ -25,6 +25,7 @@
 
 #include "common/status.h"
 #include "engine/object_id.h"
+#include "engine/object_version.h"
 #include "engine/task.h"
 
 namespace kelpie {
@@ -33,6 +34,10 @@ struct WriteOptions {
   bool fua = false;
   bool create = false;
   uint32_t object_size = 0;  // required with create
+  // Non-empty: stored as the copy's version with the data. A write whose generation
+  // is below the copy's stored generation is refused with ESTALE (an old gateway
+  // fenced off by a newer attach). Empty: the stored version is left as it is.
+  ObjectVersion version;
 };
 
 class ObjectStore {

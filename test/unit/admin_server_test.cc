@@ -165,6 +165,16 @@ class FakeNodeControl : public NodeControl {
     (*vdi)->restored_from = identity;
     return Status::ok();
   }
+  // Cluster calls: this fake is a node started without --cluster.
+  Result<ClusterSummary> format_cluster(uint32_t, uint32_t) override { return unsupported(); }
+  Result<ClusterSummary> cluster_info() override { return unsupported(); }
+  Result<std::vector<MemberSummary>> list_nodes() override { return unsupported(); }
+  Result<std::vector<RecoverySummary>> recovery_status() override { return unsupported(); }
+  Status kill_node(const std::string&) override { return unsupported(); }
+  Status shutdown_cluster() override { return unsupported(); }
+  Status recover_force() override { return unsupported(); }
+  Result<CheckReport> check(const std::string&, bool) override { return unsupported(); }
+  static Status unsupported() { return Status::error(ENOTSUP, "not a cluster"); }
 
   // The extents a backup of the VDI or snapshot with this id lists.
   void set_extents(uint32_t id, std::vector<std::pair<uint64_t, uint64_t>> extents) {

@@ -1,0 +1,97 @@
+// The peer protocol: what kelpied nodes say to each other (docs/protocol.md).
+//
+// Contract:
+//  - TCP or a Unix socket ("unix:/path"). The client opens with HELLO (protocol
+//    version, cluster UUID, its node UUID, the node UUID it expects to reach); the
+//    server refuses a wrong cluster, node or version with a reply whose status is
+//    EPROTO/EINVAL and a message saying which, then closes.
+//  - Then requests and replies, each a frame: a fixed header (magic, version, op,
+//    request id, sender epoch, status, payload length, crc32c of header and payload)
+//    and a payload. Replies carry the request's id and may come in any order. A frame
+//    with a bad magic, version, length or crc closes the connection.
+//  - Every request carries the sender's epoch; a server at another epoch answers
+//    kEpochMismatch with its own epoch in the reply header and does nothing.
+//  - Status in replies: 0, a positive errno (EIO, ENOENT, ESTALE, ENOSPC, ...), or
+//    kEpochMismatch. Error replies may carry a message (UTF-8) as payload.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "common/uuid.h"
+#include "engine/object_id.h"
+#include "engine/object_version.h"
+
+namespace kelpie {
+
+constexpr uint16_t kPeerProtocolVersion = 1;
+// Not an errno: "I am at another epoch" (reply epoch = the server's).
+constexpr int32_t kEpochMismatch = 10000;
+// Not an errno: "that object is not recovered here yet; ask again" (never sent to
+// NBD clients; the replicated store waits and retries).
+constexpr int32_t kNotReady = 10001;
+constexpr uint32_t kMaxPeerPayload = (64u << 20) + (1u << 20);
+
+enum class PeerOp : uint16_t {
+  kHello = 1,
+  kRead = 2,          // id, offset, length -> data
+  kWrite = 3,         // id, offset, flags(fua, create), object_size, version, data
+  kZero = 4,          // id, offset, length, flags(fua), version
+  kCreateFrom = 5,    // id (dst), src, version
+  kRemove = 6,        // id
+  kSync = 7,          // -> every write this node acknowledged before is durable
+  kListObjects = 8,   // -> every object this node holds, with versions (recovery)
+  kFetchObject = 9,   // id -> version, object_size, whole object data (recovery)
+  kObjectVersion = 10,  // id -> version, object_size; ENOENT if absent
+  kAdmin = 11,        // JSON text -> JSON text (admin requests forwarded between nodes)
+};
+
+constexpr uint32_t kPeerFlagFua = 1;
+constexpr uint32_t kPeerFlagCreate = 2;
+// kRead/kFetchObject for a recovery source: serve even an unverified copy (the
+// caller compares versions itself).
+constexpr uint32_t kPeerFlagRecovery = 4;
+
+struct PeerHello {
+  uint16_t protocol_version = kPeerProtocolVersion;
+  Uuid cluster{};
+  Uuid sender{};
+  Uuid expected_receiver{};
+};
+
+// One request. `data` is the write payload (kWrite), the JSON text (kAdmin), or empty.
+struct PeerRequest {
+  PeerOp op = PeerOp::kRead;
+  uint64_t epoch = 0;
+  ObjectId id;
+  ObjectId src;           // kCreateFrom
+  uint64_t offset = 0;
+  uint64_t length = 0;    // kRead, kZero
+  uint32_t object_size = 0;
+  uint32_t flags = 0;
+  ObjectVersion version;
+  std::span<const uint8_t> data;
+};
+
+struct ListedObject {
+  ObjectId id;
+  ObjectVersion version;
+  uint32_t object_size = 0;
+};
+
+// One reply. For kRead/kFetchObject/kAdmin `data` holds the bytes; for kListObjects
+// `objects`; on error `message` may explain.
+struct PeerReply {
+  int32_t status = 0;
+  uint64_t epoch = 0;
+  ObjectVersion version;
+  uint32_t object_size = 0;
+  std::vector<uint8_t> data;
+  std::vector<ListedObject> objects;
+  std::string message;
+};
+
+}  // namespace kelpie

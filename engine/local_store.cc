@@ -5,6 +5,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <cstring>
 #include <unordered_set>
 
@@ -20,6 +22,7 @@ struct LocalStore::Object {
   int fd = -1;
   uint32_t object_size = 0;
   std::vector<uint32_t> crcs;  // one per 4 KiB block, 0 = never written
+  ObjectVersion header_version;  // as load() found it (seeds the list cache if needed)
   RangeLock lock;
   Event ready;
   Status open_status;
@@ -40,6 +43,16 @@ struct LocalStore::Shard {
   AsyncMutex flush_mutex;
   std::unique_ptr<DirtyLog> log;
   size_t max_open = 1024;
+  // The object list cache: every object of this shard on disk, whether open or not.
+  // `version` follows what was written to the header; `fence_generation` is the
+  // highest generation admitted (raised before the data lands, kept across creates
+  // and installs; in memory only).
+  struct Listed {
+    ObjectVersion version;
+    uint32_t object_size = 0;
+    uint64_t fence_generation = 0;
+  };
+  std::unordered_map<ObjectId, Listed, ObjectIdHash> listed;
 };
 
 namespace {
@@ -129,14 +142,9 @@ Status LocalStore::open() {
   if (!status.is_ok()) return status;
   for (const std::string& name : logs) ::unlink((data_dir_ + "/" + name).c_str());
 
-  // The object list cache: counted after the replay, which may recreate objects.
-  uint64_t count = 0;
-  if (DIR* dir = ::opendir(objects_dir.c_str())) {
-    while (dirent* entry = ::readdir(dir))
-      if (ObjectId::from_hex(entry->d_name)) ++count;
-    ::closedir(dir);
-  }
-  object_count_ = count;
+  // The object list cache: built after the replay, which may recreate objects.
+  Status listed = build_list_cache(objects_dir);
+  if (!listed.is_ok()) return listed;
 
   for (auto& shard : shards_) {
     Shard* s = shard.get();
@@ -148,6 +156,49 @@ Status LocalStore::open() {
     }(this, s));
     if (!st.is_ok()) return st;
     s->max_open = std::max<size_t>(64, 8192 / shards_.size());
+  }
+  return Status::ok();
+}
+
+Status LocalStore::build_list_cache(const std::string& objects_dir) {
+  std::vector<std::vector<ObjectId>> per_shard(shards_.size());
+  uint64_t count = 0;
+  DIR* dir = ::opendir(objects_dir.c_str());
+  if (dir == nullptr) return Status::error(errno, "opendir " + objects_dir);
+  while (dirent* entry = ::readdir(dir)) {
+    if (auto id = ObjectId::from_hex(entry->d_name)) {
+      ++count;
+      per_shard[id->reactor_key() % shards_.size()].push_back(*id);
+    }
+  }
+  ::closedir(dir);
+  object_count_ = count;
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    Shard* shard = shards_[i].get();
+    Status st = shard->reactor->block_on(
+        [](LocalStore* self, Shard* s, std::vector<ObjectId> ids) -> Task<Status> {
+          Buffer header = Buffer::get(kHeaderSize);
+          for (const ObjectId& id : ids) {
+            auto fd = co_await self->io_.open(object_path(id), O_RDONLY);
+            if (!fd && fd.status().code() == ENOENT) continue;
+            if (!fd) co_return fd.status();
+            auto n = co_await self->io_.read(*fd, header.span().first(kEncodedHeaderSize), 0);
+            self->io_.close(*fd);
+            Result<ObjectHeader> decoded = n ? decode_object_header(header.span().first(*n))
+                                             : Result<ObjectHeader>(n.status());
+            if (decoded && !(decoded->id == id)) {
+              decoded = Status::error(EINVAL, "header names another object");
+            }
+            if (!decoded) {  // reads as EIO; never listed, so never a recovery source
+              KELPIE_LOG_WARN("object {}: header unreadable ({}); left out of the object list",
+                              id.to_hex(), decoded.status().to_string());
+              continue;
+            }
+            s->listed[id] = {decoded->version, decoded->object_size, decoded->version.generation};
+          }
+          co_return Status::ok();
+        }(this, shard, std::move(per_shard[i])));
+    if (!st.is_ok()) return st;
   }
   return Status::ok();
 }
@@ -227,6 +278,7 @@ Task<Status> LocalStore::load(Object& object) {
   if (!decoded) co_return Status::error(EIO, decoded.status().message());
   if (!(decoded->id == object.id)) co_return Status::error(EIO, "object header names another object");
   object.object_size = decoded->object_size;
+  object.header_version = decoded->version;
   size_t blocks = object.object_size / kBlockSize;
   Buffer table = Buffer::get(blocks * 4);
   auto got = co_await io_.read(object.fd, table.span(), kCrcTableOffset);
@@ -253,7 +305,7 @@ Task<Status> LocalStore::initialize(Object& object, uint32_t object_size) {
 }
 
 Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const ObjectId& id, Mode mode,
-                                                        uint32_t object_size) {
+                                                        uint32_t object_size, ObjectVersion fence) {
   while (true) {
     auto it = shard.objects.find(id);
     if (it != shard.objects.end()) {
@@ -269,12 +321,18 @@ Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const Obje
           release(shard, *object);
           continue;
         }
-        Status st = co_await mark_dirty(shard, id, object_size);
+        Status st = check_fence(shard, id, fence);
+        if (!st.is_ok()) {
+          release(shard, *object);
+          co_return st;
+        }
+        st = co_await mark_dirty(shard, id, object_size);
         if (st.is_ok()) st = co_await initialize(*object, object_size);
         if (!st.is_ok()) {
           release(shard, *object);
           co_return io_failure(st, id, "create");
         }
+        listed_as_new(shard, id, object_size);
       }
       co_return object;
     }
@@ -294,9 +352,12 @@ Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const Obje
         if (fresh) {
           object_count_.fetch_add(1);
           shard.dir_dirty = true;
+        } else {
+          st = check_fence(shard, id, fence);  // before anything of the old copy changes
         }
-        st = co_await mark_dirty(shard, id, object_size);
+        if (st.is_ok()) st = co_await mark_dirty(shard, id, object_size);
         if (st.is_ok()) st = co_await initialize(*object, object_size);
+        if (st.is_ok()) listed_as_new(shard, id, object_size);
       } else {
         st = fd.status();
       }
@@ -305,6 +366,10 @@ Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const Obje
       if (fd) {
         object->fd = *fd;
         st = co_await load(*object);
+        if (st.is_ok()) {
+          shard.listed.try_emplace(id, Shard::Listed{object->header_version, object->object_size,
+                                                     object->header_version.generation});
+        }
       } else {
         st = fd.status().code() == ENOENT ? Status::error(ENOENT, "object " + id.to_hex() + " not found")
                                  : fd.status();
@@ -318,7 +383,7 @@ Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const Obje
       shard.lru.erase(object->lru_pos);
       shard.objects.erase(id);
       object->ready.set();
-      if (st.code() != ENOENT) (void)io_failure(st, id, "open");
+      if (st.code() != ENOENT && st.code() != ESTALE) (void)io_failure(st, id, "open");
       co_return st;
     }
     object->ready.set();
@@ -409,9 +474,10 @@ LocalStore::Hold::~Hold() {
 
 Task<Result<LocalStore::Hold>> LocalStore::hold(Shard& shard, const ObjectId& id, Mode mode,
                                                 uint32_t object_size, uint64_t offset,
-                                                uint64_t length, bool exclusive) {
+                                                uint64_t length, bool exclusive,
+                                                ObjectVersion fence) {
   while (true) {
-    auto ref = co_await acquire(shard, id, mode, object_size);
+    auto ref = co_await acquire(shard, id, mode, object_size, fence);
     if (!ref) co_return ref.status();
     mode = Mode::kExisting;  // a retry must not wipe what another writer just wrote
     Hold held(this, &shard, std::move(*ref));
@@ -426,6 +492,10 @@ Task<Result<LocalStore::Hold>> LocalStore::hold(Shard& shard, const ObjectId& id
     }
     held.guard = co_await object.lock.lock(first, last, exclusive);
     if (object.gone) continue;  // removed or evicted while we waited
+    if (length != kWholeObject && offset + length > object.object_size) {
+      // Recreated or installed with a smaller size while we waited.
+      co_return Status::error(EINVAL, "range past the end of object " + id.to_hex());
+    }
     co_return std::move(held);
   }
 }
@@ -434,12 +504,13 @@ Task<Result<LocalStore::Hold>> LocalStore::hold(Shard& shard, const ObjectId& id
 
 namespace {
 // Runs `work` on `owner` and comes back to the caller's reactor.
-Task<Status> on_reactor(Reactor& owner, Task<Status> work) {
+template <typename T>
+Task<T> on_reactor(Reactor& owner, Task<T> work) {
   Reactor* home = Reactor::current();
   co_await switch_to(owner);
-  Status st = co_await std::move(work);
+  T result = co_await std::move(work);
   co_await switch_to(*home);
-  co_return st;
+  co_return result;
 }
 
 }  // namespace
@@ -452,7 +523,11 @@ Task<Status> LocalStore::write(ObjectId id, uint64_t offset, std::span<const uin
   return on_reactor(owner(id), write_local(id, offset, data, options));
 }
 Task<Status> LocalStore::zero(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
-  return on_reactor(owner(id), zero_local(id, offset, length, fua));
+  return on_reactor(owner(id), zero_local(id, offset, length, fua, {}));
+}
+Task<Status> LocalStore::zero_versioned(ObjectId id, uint64_t offset, uint64_t length, bool fua,
+                                        ObjectVersion version) {
+  return on_reactor(owner(id), zero_local(id, offset, length, fua, version));
 }
 Task<Status> LocalStore::remove(ObjectId id) { return on_reactor(owner(id), remove_local(id)); }
 
@@ -533,18 +608,35 @@ Task<Status> LocalStore::write_local(ObjectId id, uint64_t offset, std::span<con
                                      WriteOptions options) {
   Shard& shard = shard_of(id);
   auto held = co_await hold(shard, id, options.create ? Mode::kCreate : Mode::kExisting,
-                            options.object_size, offset, data.size(), true);
+                            options.object_size, offset, data.size(), true, options.version);
   if (!held) co_return held.status();
-  if (data.empty()) co_return Status::ok();
-  Status st = co_await write_blocks(shard, held->object(), offset, data, options.fua);
+  const bool versioned = !options.version.empty();
+  if (versioned) {  // single-node writes (no version) skip all of this
+    Status fenced = check_fence(shard, id, options.version);
+    if (!fenced.is_ok()) co_return fenced;
+    admit(shard, id, options.version);
+  }
+  Status st;
+  if (!data.empty()) st = co_await write_blocks(shard, held->object(), offset, data, options.fua);
+  if (st.is_ok() && versioned && (options.create || !data.empty())) {
+    // After the data: with fua the data is durable before the version is written.
+    st = co_await store_version(shard, held->object(), options.version, options.create,
+                                options.fua);
+  }
   if (st.is_ok() && options.fua && shard.dir_dirty) st = co_await io_.datasync(shard.dir_fd);
   co_return st;
 }
 
-Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
+Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua,
+                                    ObjectVersion version) {
   Shard& shard = shard_of(id);
   auto held = co_await hold(shard, id, Mode::kExisting, 0, offset, length, true);
   if (!held) co_return held.status();
+  if (!version.empty()) {
+    Status fenced = check_fence(shard, id, version);
+    if (!fenced.is_ok()) co_return fenced;
+    admit(shard, id, version);
+  }
   if (length == 0) co_return Status::ok();
   Object& object = held->object();
   Status st = co_await mark_dirty(shard, id, object.object_size);
@@ -577,6 +669,7 @@ Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t lengt
     if (!st.is_ok()) co_return st;
   }
   if (fua) st = co_await io_.datasync(object.fd);
+  if (st.is_ok() && !version.empty()) st = co_await store_version(shard, object, version, false, fua);
   co_return st;
 }
 
@@ -596,21 +689,31 @@ Task<Status> LocalStore::remove_local(ObjectId id) {
   shard.lru.erase(object.lru_pos);
   shard.objects.erase(id);  // `held` keeps the object alive until it releases it
   object_count_.fetch_sub(1);
+  shard.listed.erase(id);
   co_return Status::ok();
 }
 
 Task<Status> LocalStore::create_from(ObjectId dst, ObjectId src) {
-  KELPIE_ASSERT(dst.reactor_key() == src.reactor_key());  // same shard, local copy
-  return on_reactor(owner(src), create_from_local(dst, src));
+  return create_from_versioned(dst, src, {});
 }
 
-Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src) {
+Task<Status> LocalStore::create_from_versioned(ObjectId dst, ObjectId src, ObjectVersion version) {
+  KELPIE_ASSERT(dst.reactor_key() == src.reactor_key());  // same shard, local copy
+  return on_reactor(owner(src), create_from_local(dst, src, version));
+}
+
+Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src, ObjectVersion version) {
   Shard& shard = shard_of(src);
   auto from = co_await hold(shard, src, Mode::kExisting, 0, 0, kWholeObject, false);
   if (!from) co_return from.status();
   uint32_t size = from->object().object_size;
-  auto to = co_await hold(shard, dst, Mode::kCreate, size, 0, kWholeObject, true);
+  auto to = co_await hold(shard, dst, Mode::kCreate, size, 0, kWholeObject, true, version);
   if (!to) co_return to.status();
+  if (!version.empty()) {
+    Status fenced = check_fence(shard, dst, version);
+    if (!fenced.is_ok()) co_return fenced;
+    admit(shard, dst, version);
+  }
   // Data and checksums are copied as they are, inside the kernel: a block that
   // rotted in the source still fails its checksum in the copy, never passes as good.
   Object& source = from->object();
@@ -620,7 +723,8 @@ Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src) {
   if (st.is_ok()) st = co_await io_.copy_range(source.fd, kDataOffset, target.fd, kDataOffset, size);
   if (!st.is_ok()) co_return io_failure(st, dst, "copy-on-write");
   target.crcs = source.crcs;
-  co_return Status::ok();
+  if (!version.empty()) st = co_await store_version(shard, target, version, true, false);
+  co_return st;
 }
 
 Task<Status> LocalStore::flush_shard(Shard& shard) {
@@ -678,6 +782,179 @@ Task<Result<std::vector<ObjectId>>> LocalStore::list_objects(VdiId owner) {
   }
   ::closedir(dir);
   co_return found;
+}
+
+// ---- versions, the object list cache and recovery --------------------------------
+
+Status LocalStore::check_fence(Shard& shard, const ObjectId& id,
+                               const ObjectVersion& version) const {
+  if (version.empty()) return Status::ok();
+  auto it = shard.listed.find(id);
+  if (it == shard.listed.end() || version.generation >= it->second.fence_generation) {
+    return Status::ok();
+  }
+  return Status::error(ESTALE, "object " + id.to_hex() + ": generation " +
+                                   std::to_string(version.generation) + " is below " +
+                                   std::to_string(it->second.fence_generation) + " (fenced)");
+}
+
+void LocalStore::admit(Shard& shard, const ObjectId& id, const ObjectVersion& version) {
+  auto it = shard.listed.find(id);
+  if (it != shard.listed.end() && !version.empty()) {
+    it->second.fence_generation = std::max(it->second.fence_generation, version.generation);
+  }
+}
+
+void LocalStore::listed_as_new(Shard& shard, const ObjectId& id, uint32_t object_size) {
+  Shard::Listed& entry = shard.listed[id];  // a replaced copy keeps its fence
+  entry.version = {};
+  entry.object_size = object_size;
+}
+
+Task<Status> LocalStore::store_version(Shard& shard, Object& object, ObjectVersion version,
+                                       bool replace, bool fua) {
+  Shard::Listed& entry = shard.listed[object.id];
+  ObjectVersion next = replace ? version : std::max(entry.version, version);
+  if (next == entry.version) co_return Status::ok();
+  // Memory first, so concurrent writes of one object never store a lower version
+  // after a higher one was issued; the disk may lag (behind is safe, ahead is not).
+  entry.version = next;
+  entry.fence_generation = std::max(entry.fence_generation, next.generation);
+  std::array<uint8_t, kVersionRecordSize> record{};
+  encode_version_record(next, record);
+  Status st = co_await io_.write(object.fd, record, kVersionRecordOffset, fua);
+  if (!st.is_ok()) co_return io_failure(st, object.id, "version write");
+  co_return Status::ok();
+}
+
+Task<Status> LocalStore::sync_or_fail(int fd, const ObjectId& id) {
+  Status st = co_await io_.datasync(fd);
+  if (st.is_ok()) co_return st;
+  failed_ = true;
+  KELPIE_LOG_CRITICAL("fdatasync for {} failed ({}); refusing writes from now on", id.to_hex(),
+                      st.to_string());
+  co_return Status::error(EIO, "fdatasync failed");
+}
+
+Task<Result<ObjectCopyInfo>> LocalStore::stat_object(ObjectId id) {
+  Shard* shard = &shard_of(id);
+  return on_reactor(*shard->reactor, [](Shard* s, ObjectId oid) -> Task<Result<ObjectCopyInfo>> {
+    auto it = s->listed.find(oid);
+    if (it == s->listed.end()) co_return Status::error(ENOENT, "object " + oid.to_hex() + " not found");
+    co_return ObjectCopyInfo{it->second.version, it->second.object_size};
+  }(shard, id));
+}
+
+Task<Result<ObjectVersion>> LocalStore::version_of(ObjectId id) {
+  auto info = co_await stat_object(id);
+  if (!info) co_return info.status();
+  co_return info->version;
+}
+
+Task<Result<std::vector<StoredObject>>> LocalStore::list_all() {
+  std::vector<StoredObject> all;
+  Reactor* home = Reactor::current();
+  for (auto& shard : shards_) {
+    co_await switch_to(*shard->reactor);
+    for (const auto& [id, entry] : shard->listed) all.push_back({id, entry.version, entry.object_size});
+  }
+  co_await switch_to(*home);
+  co_return all;
+}
+
+Task<Result<FetchedObject>> LocalStore::fetch(ObjectId id) {
+  return on_reactor(owner(id), fetch_local(id));
+}
+
+Task<Result<FetchedObject>> LocalStore::fetch_local(ObjectId id) {
+  Shard& shard = shard_of(id);
+  // Shared and whole: every write this copy accepted has completed, none is running.
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, false);
+  if (!held) co_return held.status();
+  Object& object = held->object();
+  FetchedObject fetched;
+  fetched.object_size = object.object_size;
+  auto it = shard.listed.find(id);
+  if (it != shard.listed.end()) fetched.version = it->second.version;
+  fetched.data = Buffer::get(object.object_size);
+  Status st = co_await read_verified(object, 0, fetched.data.span());
+  if (!st.is_ok()) co_return st;
+  co_return std::move(fetched);
+}
+
+Task<Result<std::vector<uint32_t>>> LocalStore::bad_blocks(ObjectId id) {
+  return on_reactor(owner(id), bad_blocks_local(id));
+}
+
+Task<Result<std::vector<uint32_t>>> LocalStore::bad_blocks_local(ObjectId id) {
+  Shard& shard = shard_of(id);
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, false);
+  if (!held) co_return held.status();
+  Object& object = held->object();
+  constexpr uint64_t kChunkBlocks = 256;  // 1 MiB at a time
+  Buffer chunk = Buffer::get(kChunkBlocks * kBlockSize);
+  std::array<uint32_t, kChunkBlocks> computed{};
+  std::vector<uint32_t> bad;
+  const uint64_t blocks = object.object_size / kBlockSize;
+  for (uint64_t first = 0; first < blocks; first += kChunkBlocks) {
+    uint64_t count = std::min(kChunkBlocks, blocks - first);
+    std::span<uint8_t> out(chunk.data(), count * kBlockSize);
+    auto n = co_await io_.read(object.fd, out, kDataOffset + first * kBlockSize);
+    if (!n) co_return io_failure(n.status(), id, "read");
+    if (*n < out.size()) std::memset(out.data() + *n, 0, out.size() - *n);
+    crc32c_blocks(out.data(), count, kBlockSize, computed.data());
+    for (uint64_t b = 0; b < count; ++b) {
+      if (!block_crc_matches(object.crcs[first + b], computed[b])) {
+        bad.push_back(static_cast<uint32_t>(first + b));
+      }
+    }
+  }
+  co_return bad;
+}
+
+Task<Status> LocalStore::install(ObjectId id, ObjectVersion version, uint32_t object_size,
+                                 std::span<const uint8_t> data) {
+  if (object_size == 0 || object_size % kBlockSize != 0 || object_size > kMaxObjectSize) {
+    co_return Status::error(EINVAL, "install: bad object size " + std::to_string(object_size));
+  }
+  if (data.size() != object_size) {
+    co_return Status::error(EINVAL, "install: data is not one whole object");
+  }
+  co_return co_await on_reactor(owner(id), install_local(id, version, object_size, data));
+}
+
+Task<Status> LocalStore::install_local(ObjectId id, ObjectVersion version, uint32_t object_size,
+                                       std::span<const uint8_t> data) {
+  Shard& shard = shard_of(id);
+  // Exclusive over the whole object: no client write interleaves with the install.
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, true);
+  if (!held && (held.status().code() == ENOENT || held.status().code() == EIO)) {
+    // Missing, or a header that cannot be read: create (replace) the file instead.
+    auto created = co_await hold(shard, id, Mode::kCreate, object_size, 0, kWholeObject, true);
+    if (!created) co_return created.status();
+    co_return co_await install_into(shard, created->object(), version, object_size, data);
+  }
+  if (!held) co_return held.status();
+  co_return co_await install_into(shard, held->object(), version, object_size, data);
+}
+
+Task<Status> LocalStore::install_into(Shard& shard, Object& object, ObjectVersion version,
+                                      uint32_t object_size, std::span<const uint8_t> data) {
+  // 1. A fresh header without a version, durable before any new data: from here on a
+  //    crash leaves a copy that claims nothing ({0, 0}), never the old version.
+  Status st = co_await mark_dirty(shard, object.id, object_size);
+  if (st.is_ok()) st = co_await initialize(object, object_size);
+  if (!st.is_ok()) co_return io_failure(st, object.id, "install");
+  listed_as_new(shard, object.id, object_size);
+  st = co_await sync_or_fail(object.fd, object.id);
+  // 2. Data and crcs, durable (with the directory entry of a new file).
+  if (st.is_ok()) st = co_await write_blocks(shard, object, 0, data, false);
+  if (st.is_ok()) st = co_await sync_or_fail(object.fd, object.id);
+  if (st.is_ok() && shard.dir_dirty) st = co_await sync_or_fail(shard.dir_fd, object.id);
+  if (!st.is_ok()) co_return st;
+  // 3. The version last, durable before completion: the copy now counts.
+  admit(shard, object.id, version);
+  co_return co_await store_version(shard, object, version, true, true);
 }
 
 }  // namespace kelpie

@@ -7,6 +7,22 @@
 // Dirty objects are tracked per shard and logged (DirtyLog) before their first
 // unsynced write; open() replays the logs of an unclean stop before anything is
 // served. close() flushes and leaves no log behind (a clean stop).
+//
+// Versions and recovery (DESIGN.md rules 2 and 6, issue 3): each copy stores an
+// ObjectVersion in its header, written after the data it describes and never ahead
+// of it. The object list cache (every id held, with version and size) is built at
+// open() from the headers and kept current by every operation; the calls below that
+// are not on ObjectStore serve recovery and `cluster check`.
+//  - Fence: a call with a non-empty version whose generation is below the highest
+//    generation this copy has stored or admitted fails with ESTALE and changes
+//    nothing. Calls with an empty version are not fenced and leave the version alone
+//    (a create replaces the copy, so its version becomes {0, 0}).
+//  - A write or zero stores max(stored, version); a create, create_from or install
+//    stores exactly `version` (the copy is replaced).
+//  - Without fua the version, like the data, is durable after flush(); a power loss
+//    before it may persist them in either order, but the object is in the dirty log,
+//    and rule 4 resyncs logged objects. With fua (and always for install) the data is
+//    durable before the version is written.
 #pragma once
 
 #include <atomic>
@@ -16,6 +32,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/buffer.h"
 #include "engine/dirty_log.h"
 #include "engine/io_backend.h"
 #include "engine/object_file.h"
@@ -24,6 +41,26 @@
 #include "engine/reactor.h"
 
 namespace kelpie {
+
+// What a copy claims: its version and its object size.
+struct ObjectCopyInfo {
+  ObjectVersion version;
+  uint32_t object_size = 0;
+};
+
+// One entry of the object list cache.
+struct StoredObject {
+  ObjectId id;
+  ObjectVersion version;
+  uint32_t object_size = 0;
+};
+
+// A whole copy read for recovery: data.size() == object_size, every block verified.
+struct FetchedObject {
+  ObjectVersion version;
+  uint32_t object_size = 0;
+  Buffer data;
+};
 
 class LocalStore final : public ObjectStore {
  public:
@@ -45,6 +82,33 @@ class LocalStore final : public ObjectStore {
   Task<Status> remove(ObjectId id) override;
   Task<Status> flush() override;
   Task<Result<std::vector<ObjectId>>> list_objects(VdiId owner) override;
+
+  // zero() and create_from() carrying a version: fenced and stored as described above.
+  Task<Status> zero_versioned(ObjectId id, uint64_t offset, uint64_t length, bool fua,
+                              ObjectVersion version);
+  Task<Status> create_from_versioned(ObjectId dst, ObjectId src, ObjectVersion version);
+
+  // From the object list cache, no I/O. ENOENT if this store does not hold the object.
+  Task<Result<ObjectCopyInfo>> stat_object(ObjectId id);
+  Task<Result<ObjectVersion>> version_of(ObjectId id);
+  // Every object this store holds (files whose header could not be read at open()
+  // are left out and logged). Reflects every operation that has completed; no I/O.
+  Task<Result<std::vector<StoredObject>>> list_all();
+
+  // The whole copy with its version, read under a shared lock of the whole object
+  // (so after every write it accepted has completed). EIO if any block fails its crc:
+  // a bad copy is never a recovery source. ENOENT if absent.
+  Task<Result<FetchedObject>> fetch(ObjectId id);
+  // Indices of the blocks whose data does not match their crc (empty: a good copy).
+  Task<Result<std::vector<uint32_t>>> bad_blocks(ObjectId id);
+  // Replaces whatever copy exists (whatever its version: the caller decides) with
+  // `data` at `version`, durable before completion. Order: the old header is replaced
+  // by one with no version and synced, then data and crcs are written and synced,
+  // then the version (RWF_DSYNC): a crash leaves a copy at {0, 0} or the new copy,
+  // never the new version over old or torn data. EINVAL if object_size is not a
+  // multiple of 4 KiB in (0, 64 MiB] or data.size() != object_size.
+  Task<Status> install(ObjectId id, ObjectVersion version, uint32_t object_size,
+                       std::span<const uint8_t> data);
 
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }
@@ -76,10 +140,13 @@ class LocalStore final : public ObjectStore {
   };
   // Acquires (or creates) the object, checks the range and locks its blocks
   // (length kWholeObject: every block), retrying if the object went away meanwhile.
+  // With Mode::kCreate a non-empty `fence` refuses (ESTALE) to replace a copy whose
+  // generation is higher, before anything is changed.
   Task<Result<Hold>> hold(Shard& shard, const ObjectId& id, Mode mode, uint32_t object_size,
-                          uint64_t offset, uint64_t length, bool exclusive);
+                          uint64_t offset, uint64_t length, bool exclusive,
+                          ObjectVersion fence = {});
   Task<Result<ObjectRef>> acquire(Shard& shard, const ObjectId& id, Mode mode,
-                                  uint32_t object_size);
+                                  uint32_t object_size, ObjectVersion fence);
   Task<Status> load(Object& object);
   Task<Status> initialize(Object& object, uint32_t object_size);
   void release(Shard& shard, Object& object);
@@ -91,9 +158,24 @@ class LocalStore final : public ObjectStore {
                            WriteOptions options);
   Task<Status> write_blocks(Shard& shard, Object& object, uint64_t offset,
                             std::span<const uint8_t> data, bool fua);
-  Task<Status> zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua);
+  Task<Status> zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua,
+                          ObjectVersion version);
   Task<Status> remove_local(ObjectId id);
-  Task<Status> create_from_local(ObjectId dst, ObjectId src);
+  Task<Status> create_from_local(ObjectId dst, ObjectId src, ObjectVersion version);
+  Task<Result<FetchedObject>> fetch_local(ObjectId id);
+  Task<Result<std::vector<uint32_t>>> bad_blocks_local(ObjectId id);
+  Task<Status> install_local(ObjectId id, ObjectVersion version, uint32_t object_size,
+                             std::span<const uint8_t> data);
+  Task<Status> install_into(Shard& shard, Object& object, ObjectVersion version,
+                            uint32_t object_size, std::span<const uint8_t> data);
+  // Versions: the list-cache entry, the fence check, and storing a new version.
+  Status check_fence(Shard& shard, const ObjectId& id, const ObjectVersion& version) const;
+  void admit(Shard& shard, const ObjectId& id, const ObjectVersion& version);
+  void listed_as_new(Shard& shard, const ObjectId& id, uint32_t object_size);
+  Task<Status> store_version(Shard& shard, Object& object, ObjectVersion version, bool replace,
+                             bool fua);
+  Task<Status> sync_or_fail(int fd, const ObjectId& id);
+  Status build_list_cache(const std::string& objects_dir);
   Task<Status> flush_shard(Shard& shard);
   Task<Status> read_verified(Object& object, uint64_t first_block, std::span<uint8_t> out);
   Task<Status> replay_dirty(const DirtyRecord& record);

@@ -1,4 +1,4 @@
-#include "nbdserver/socket_stream.h"
+#include "engine/socket_stream.h"
 
 #include <sys/socket.h>
 
@@ -8,7 +8,7 @@
 
 #include "engine/reactor.h"
 
-namespace kelpie::nbd {
+namespace kelpie {
 namespace {
 constexpr size_t kBufferSize = 64 * 1024;
 // Payloads at least this large are received straight into their destination.
@@ -112,4 +112,4 @@ Task<Status> SocketStream::write_all(std::span<const uint8_t> bytes) {
   co_return co_await write_all(std::span<iovec>(&iov, 1));
 }
 
-}  // namespace kelpie::nbd
+}  // namespace kelpie

@@ -14,7 +14,7 @@
 #include "engine/buffer.h"
 #include "engine/task.h"
 
-namespace kelpie::nbd {
+namespace kelpie {
 
 class SocketStream {
  public:
@@ -35,4 +35,4 @@ class SocketStream {
   size_t end_ = 0;
 };
 
-}  // namespace kelpie::nbd
+}  // namespace kelpie

@@ -18,7 +18,7 @@
 #include "engine/reactor_pool.h"
 #include "engine/sync.h"
 #include "engine/vdi.h"
-#include "nbdserver/socket_stream.h"
+#include "engine/socket_stream.h"
 #include "nbdserver/wire.h"
 
 namespace kelpie {

@@ -82,6 +82,12 @@ Result<AdminClient> AdminClient::connect(const std::string& address) {
   return AdminClient(connected_fd, address);
 }
 
+void AdminClient::set_reply_timeout_s(int seconds) {
+  KELPIE_ASSERT(seconds > 0);
+  timeval timeout{seconds, 0};
+  (void)::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
+}
+
 AdminClient::AdminClient(AdminClient&& other) noexcept
     : fd_(std::exchange(other.fd_, -1)), address_(std::move(other.address_)) {}
 

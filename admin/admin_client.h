@@ -4,8 +4,8 @@
 //  - connect() resolves "HOST:PORT" and connects within kConnectTimeoutMs. Failures
 //    are one-line Statuses meant for the user: EINVAL for a malformed address,
 //    otherwise the socket errno as "cannot reach kelpied at HOST:PORT: <strerror>".
-//  - call() sends {"op": op, ...arguments} and waits up to kReplyTimeoutS for the
-//    reply. {"ok": true, ...} comes back as the whole reply object; {"ok": false}
+//  - call() sends {"op": op, ...arguments} and waits up to kReplyTimeoutS (or what
+//    set_reply_timeout_s() set) for the reply; ETIMEDOUT after that. {"ok": true, ...} comes back as the whole reply object; {"ok": false}
 //    becomes Status(errno, error) carrying the daemon's message unchanged; a lost
 //    connection or malformed reply is a Status naming the address.
 //  - Move-only; the destructor closes the connection.
@@ -31,6 +31,9 @@ class AdminClient {
   AdminClient(const AdminClient&) = delete;
   AdminClient& operator=(const AdminClient&) = delete;
   ~AdminClient();
+
+  // For requests that may run long (cluster.check). REQUIRES: seconds > 0.
+  void set_reply_timeout_s(int seconds);
 
   Result<nlohmann::json> call(std::string_view op,
                               nlohmann::json arguments = nlohmann::json::object());

@@ -37,6 +37,9 @@ struct CliInvocation {
   std::optional<std::string> object_size;
   std::optional<std::string> tag;         // --tag (vdi snapshot)
   std::optional<std::string> from;        // --from (vdi backup)
+  std::optional<std::string> copies;      // --copies (cluster format)
+  std::optional<std::string> min_copies;  // --min-copies (cluster format)
+  bool repair = false;                    // --repair (cluster check, vdi check)
   std::vector<std::string> words;         // command words and their arguments
   std::vector<std::string> options_seen;  // "--json", "--tag", ...: checked per command
 };
@@ -65,12 +68,29 @@ Status run_vdi_tree(const CliInvocation& cli, Args args);
 Status run_vdi_backup(const CliInvocation& cli, Args args);
 Status run_vdi_restore(const CliInvocation& cli, Args args);
 
+// Cluster commands (cli_cluster.cc). check_* run before the command and their
+// failure is a usage error (exit 2).
+Status check_cluster_format(const CliInvocation& cli, Args args);
+Status run_cluster_format(const CliInvocation& cli, Args args);
+Status run_cluster_info(const CliInvocation& cli, Args args);
+Status run_cluster_check(const CliInvocation& cli, Args args);
+Status run_cluster_shutdown(const CliInvocation& cli, Args args);
+Status check_cluster_recover(const CliInvocation& cli, Args args);
+Status run_cluster_recover(const CliInvocation& cli, Args args);
+Status run_node_list(const CliInvocation& cli, Args args);
+Status run_node_recovery(const CliInvocation& cli, Args args);
+Status run_node_kill(const CliInvocation& cli, Args args);
+Status run_vdi_check(const CliInvocation& cli, Args args);
+
 // Shared by the commands (cli_commands.cc).
 // EINVAL "'X' is not a snapshot (expected NAME@TAG)" unless `name` has the form NAME@TAG.
 Status require_snapshot_name(const std::string& name);
-// Connects and runs one request.
+// Connects and runs one request, waiting up to reply_timeout_s for the reply (0: the
+// client's default, AdminClient::kReplyTimeoutS).
 Result<nlohmann::json> call_daemon(const CliInvocation& cli, std::string_view op,
-                                   nlohmann::json arguments);
+                                   nlohmann::json arguments, int reply_timeout_s = 0);
+// EBADMSG "malformed reply from kelpied at ADDRESS: <what>".
+Status malformed_reply(const std::string& address, const std::string& what);
 // The reply's VdiSummary, or EBADMSG naming the daemon's address.
 Result<VdiSummary> decode_vdi(const Result<nlohmann::json>& reply, const std::string& address);
 // Every VDI and snapshot (vdi.list).
@@ -93,6 +113,25 @@ void sort_vdis(std::vector<VdiSummary>& vdis);
 void print_vdi_table(const std::vector<VdiSummary>& vdis);
 void print_vdi_info(const VdiSummary& vdi);
 void print_node_info(const NodeSummary& node);
+// "2024-01-02 03:04:05 UTC".
+std::string utc_time(int64_t unix_s);
+struct KeyValue {
+  const char* key;
+  std::string value;
+};
+// "key:   value" lines, values aligned.
+void print_key_values(std::initializer_list<KeyValue> lines);
+// Rows of columns, the first row the header, columns left-aligned two spaces apart.
+void print_table(const std::vector<std::vector<std::string>>& rows);
+
+// Cluster output (cli_cluster_output.cc). "First 8 characters" of a node id in tables.
+std::string short_node_id(const std::string& id);
+void print_cluster_info(const ClusterSummary& cluster, uint64_t history_omitted);
+void print_member_table(const std::vector<MemberSummary>& members);
+void print_recovery_table(const std::vector<RecoverySummary>& recoveries);
+// The counts, one line per issue and the summary line; `unrepaired` of the issues
+// (shown or omitted) were not repaired.
+void print_check_report(const CheckReport& report, uint64_t issues_omitted, uint64_t unrepaired);
 Status flush_stdout();
 
 // Writes all of `length` bytes to fd 1, retrying EINTR and short writes.

@@ -31,7 +31,22 @@ const char* usage_text() {
          "                                           stream of the snapshot to stdout\n"
          "  vdi restore NAME < FILE                  verify a backup stream, then write it\n"
          "                                           into NAME (same size, detached)\n"
+         "  vdi check NAME [--repair] [--json]       check (and repair) the copies of a\n"
+         "                                           VDI's objects\n"
          "  node info [--json]                       show the daemon\n"
+         "\n"
+         "Cluster commands (a kelpied started with --cluster):\n"
+         "  cluster format [--copies N] [--min-copies M]\n"
+         "                                           create the cluster: N copies of each\n"
+         "                                           object (1..8, default 3), writes need M\n"
+         "                                           (1..N, default min(2, N))\n"
+         "  cluster info [--json]                    status, epoch, warnings, epoch history\n"
+         "  cluster check [--repair] [--json]        check (and repair) every object's copies\n"
+         "  cluster shutdown                         stop every node cleanly\n"
+         "  cluster recover force                    leave 'waiting' with the nodes up now\n"
+         "  node list [--json]                       the cluster's nodes\n"
+         "  node recovery [--json]                   each node's recovery progress\n"
+         "  node kill ID                             stop a node (full id or unique prefix)\n"
          "\n"
          "Options:\n"
          "  --addr HOST:PORT  kelpied admin address (default $KELPIE_ADDR, else 127.0.0.1:7000)\n"
@@ -40,7 +55,8 @@ const char* usage_text() {
          "\n"
          "SIZE, OFFSET and LEN take K/M/G/T suffixes (powers of 1024); VDI sizes must be\n"
          "multiples of 512 bytes. restore spools its input in $TMPDIR (default /var/tmp).\n"
-         "Errors are one line on stderr; exit status 1, or 2 for usage errors.\n";
+         "Errors are one line on stderr; exit status 1, or 2 for usage errors. The check\n"
+         "commands exit 1 when problems remain unrepaired.\n";
 }
 
 Result<CliInvocation> parse_cli_args(int argc, char** argv, const char* env_address) {
@@ -77,16 +93,23 @@ Result<CliInvocation> parse_cli_args(int argc, char** argv, const char* env_addr
       if (inline_value) return usage_error("option --json takes no value");
       cli.json = true;
       cli.options_seen.emplace_back(name);
+    } else if (name == "--repair") {
+      if (inline_value) return usage_error("option --repair takes no value");
+      cli.repair = true;
+      cli.options_seen.emplace_back(name);
     } else if (name == "--addr") {
       Result<std::string> text = value();
       if (!text) return text.status();
       address = *text;
-    } else if (name == "--object-size" || name == "--tag" || name == "--from") {
+    } else if (name == "--object-size" || name == "--tag" || name == "--from" ||
+               name == "--copies" || name == "--min-copies") {
       Result<std::string> text = value();
       if (!text) return text.status();
       std::optional<std::string>& field = name == "--object-size" ? cli.object_size
                                           : name == "--tag"       ? cli.tag
-                                                                  : cli.from;
+                                          : name == "--from"      ? cli.from
+                                          : name == "--copies"    ? cli.copies
+                                                                  : cli.min_copies;
       field = *text;
       cli.options_seen.emplace_back(name);
     } else {

@@ -38,10 +38,16 @@ Result<uint32_t> parse_object_shift(const std::string& text) {
 
 }  // namespace
 
-Result<json> call_daemon(const CliInvocation& cli, std::string_view op, json arguments) {
+Result<json> call_daemon(const CliInvocation& cli, std::string_view op, json arguments,
+                         int reply_timeout_s) {
   Result<AdminClient> client = AdminClient::connect(cli.address);
   if (!client) return client.status();
+  if (reply_timeout_s > 0) client->set_reply_timeout_s(reply_timeout_s);
   return client->call(op, std::move(arguments));
+}
+
+Status malformed_reply(const std::string& address, const std::string& what) {
+  return Status::error(EBADMSG, "malformed reply from kelpied at " + address + ": " + what);
 }
 
 Result<VdiSummary> decode_vdi(const Result<json>& reply, const std::string& address) {

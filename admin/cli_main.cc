@@ -19,6 +19,9 @@ struct CommandSpec {
   size_t max_arguments;
   std::initializer_list<std::string_view> options;
   Status (*run)(const CliInvocation&, Args);
+  // Optional checks of the arguments and option values that need no daemon; a
+  // failure is a usage error (exit 2).
+  Status (*check)(const CliInvocation&, Args) = nullptr;
 };
 
 const CommandSpec kCommands[] = {
@@ -35,7 +38,17 @@ const CommandSpec kCommands[] = {
     {"vdi", "rollback", "NAME@TAG", 1, 1, {}, run_vdi_rollback},
     {"vdi", "backup", "NAME@TAG [--from NAME@OLD] > FILE", 1, 1, {"--from"}, run_vdi_backup},
     {"vdi", "restore", "NAME < FILE", 1, 1, {}, run_vdi_restore},
+    {"vdi", "check", "NAME [--repair] [--json]", 1, 1, {"--repair", "--json"}, run_vdi_check},
     {"node", "info", "[--json]", 0, 0, {"--json"}, run_node_info},
+    {"node", "list", "[--json]", 0, 0, {"--json"}, run_node_list},
+    {"node", "recovery", "[--json]", 0, 0, {"--json"}, run_node_recovery},
+    {"node", "kill", "ID", 1, 1, {}, run_node_kill},
+    {"cluster", "format", "[--copies N] [--min-copies M] [--json]", 0, 0,
+     {"--copies", "--min-copies", "--json"}, run_cluster_format, check_cluster_format},
+    {"cluster", "info", "[--json]", 0, 0, {"--json"}, run_cluster_info},
+    {"cluster", "check", "[--repair] [--json]", 0, 0, {"--repair", "--json"}, run_cluster_check},
+    {"cluster", "shutdown", "", 0, 0, {}, run_cluster_shutdown},
+    {"cluster", "recover", "force", 1, 1, {}, run_cluster_recover, check_cluster_recover},
 };
 
 int fail(int exit_code, const std::string& message) {
@@ -44,8 +57,10 @@ int fail(int exit_code, const std::string& message) {
 }
 
 std::string command_usage(const CommandSpec& command) {
-  return "usage: kelpie " + std::string(command.group) + " " + std::string(command.verb) + " " +
-         std::string(command.arguments);
+  std::string usage = "usage: kelpie " + std::string(command.group) + " " +
+                      std::string(command.verb);
+  if (!command.arguments.empty()) usage += " " + std::string(command.arguments);
+  return usage;
 }
 
 int run(int argc, char** argv) {
@@ -89,6 +104,11 @@ int run(int argc, char** argv) {
     if (std::find(command->options.begin(), command->options.end(), option) ==
         command->options.end()) {
       return fail(kExitUsage, "option " + option + " does not apply; " + command_usage(*command));
+    }
+  }
+  if (command->check != nullptr) {
+    if (Status usage = command->check(cli, arguments); !usage) {
+      return fail(kExitUsage, usage.message());
     }
   }
   Status status = command->run(cli, arguments);

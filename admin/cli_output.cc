@@ -17,6 +17,22 @@ std::string bytes_with_count(uint64_t bytes) {
   return human_bytes(bytes) + " (" + std::to_string(bytes) + " bytes)";
 }
 
+std::string duration(uint64_t seconds) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%llud %02lluh %02llum %02llus",
+                static_cast<unsigned long long>(seconds / 86400),
+                static_cast<unsigned long long>(seconds / 3600 % 24),
+                static_cast<unsigned long long>(seconds / 60 % 60),
+                static_cast<unsigned long long>(seconds % 60));
+  return text;
+}
+
+std::string or_disabled(const std::string& text) { return text.empty() ? "disabled" : text; }
+std::string or_none(const std::string& text) { return text.empty() ? "none" : text; }
+std::string id_or_none(uint32_t id) { return id == 0 ? "none" : std::to_string(id); }
+
+}  // namespace
+
 std::string utc_time(int64_t unix_s) {
   std::time_t time = static_cast<std::time_t>(unix_s);
   std::tm parts{};
@@ -28,21 +44,6 @@ std::string utc_time(int64_t unix_s) {
   return text;
 }
 
-std::string duration(uint64_t seconds) {
-  char text[64];
-  std::snprintf(text, sizeof(text), "%llud %02lluh %02llum %02llus",
-                static_cast<unsigned long long>(seconds / 86400),
-                static_cast<unsigned long long>(seconds / 3600 % 24),
-                static_cast<unsigned long long>(seconds / 60 % 60),
-                static_cast<unsigned long long>(seconds % 60));
-  return text;
-}
-
-struct KeyValue {
-  const char* key;
-  std::string value;
-};
-
 void print_key_values(std::initializer_list<KeyValue> lines) {
   size_t width = 0;
   for (const KeyValue& line : lines) width = std::max(width, std::strlen(line.key));
@@ -52,11 +53,25 @@ void print_key_values(std::initializer_list<KeyValue> lines) {
   }
 }
 
-std::string or_disabled(const std::string& text) { return text.empty() ? "disabled" : text; }
-std::string or_none(const std::string& text) { return text.empty() ? "none" : text; }
-std::string id_or_none(uint32_t id) { return id == 0 ? "none" : std::to_string(id); }
-
-}  // namespace
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  if (rows.empty()) return;
+  std::vector<size_t> widths(rows[0].size(), 0);
+  for (const auto& row : rows) {
+    for (size_t column = 0; column < row.size() && column < widths.size(); ++column) {
+      widths[column] = std::max(widths[column], row[column].size());
+    }
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t column = 0; column < row.size(); ++column) {
+      line += row[column];
+      if (column + 1 < row.size() && column < widths.size()) {
+        line.append(widths[column] - row[column].size() + 2, ' ');
+      }
+    }
+    std::printf("%s\n", line.c_str());
+  }
+}
 
 std::string human_bytes(uint64_t bytes) {
   std::string exact = format_size(bytes);
@@ -103,20 +118,7 @@ void print_vdi_table(const std::vector<VdiSummary>& unsorted) {
                     human_bytes(vdi.object_size_bytes), human_bytes(vdi.own_bytes),
                     human_bytes(vdi.shared_bytes), std::to_string(vdi.attached_connections)});
   }
-  std::vector<size_t> widths(rows[0].size(), 0);
-  for (const auto& row : rows) {
-    for (size_t column = 0; column < row.size(); ++column) {
-      widths[column] = std::max(widths[column], row[column].size());
-    }
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t column = 0; column < row.size(); ++column) {
-      line += row[column];
-      if (column + 1 < row.size()) line.append(widths[column] - row[column].size() + 2, ' ');
-    }
-    std::printf("%s\n", line.c_str());
-  }
+  print_table(rows);
 }
 
 void print_vdi_info(const VdiSummary& vdi) {

@@ -51,6 +51,8 @@ Result<std::string> json_string_field(const nlohmann::json& object, const char* 
 Result<uint64_t> json_u64_field(const nlohmann::json& object, const char* key);
 Result<int64_t> json_i64_field(const nlohmann::json& object, const char* key);
 Result<bool> json_bool_field(const nlohmann::json& object, const char* key);
+// Any JSON number (integer or not).
+Result<double> json_double_field(const nlohmann::json& object, const char* key);
 
 // One definition of the summaries' JSON form: field names are the struct's member
 // names and byte counts are integers.
@@ -58,6 +60,21 @@ nlohmann::json vdi_to_json(const VdiSummary& vdi);
 Result<VdiSummary> vdi_from_json(const nlohmann::json& object);
 nlohmann::json node_to_json(const NodeSummary& node);
 Result<NodeSummary> node_from_json(const nlohmann::json& object);
+
+// The cluster views (daemon/node_control.h), same rules: keys are the member names,
+// lists of strings and of nested summaries are JSON arrays, rate_mib_s is a number.
+nlohmann::json epoch_to_json(const EpochSummary& epoch);
+Result<EpochSummary> epoch_from_json(const nlohmann::json& object);
+nlohmann::json cluster_to_json(const ClusterSummary& cluster);
+Result<ClusterSummary> cluster_from_json(const nlohmann::json& object);
+nlohmann::json member_to_json(const MemberSummary& member);
+Result<MemberSummary> member_from_json(const nlohmann::json& object);
+nlohmann::json recovery_to_json(const RecoverySummary& recovery);
+Result<RecoverySummary> recovery_from_json(const nlohmann::json& object);
+nlohmann::json check_issue_to_json(const CheckIssue& issue);
+Result<CheckIssue> check_issue_from_json(const nlohmann::json& object);
+nlohmann::json check_report_to_json(const CheckReport& report);
+Result<CheckReport> check_report_from_json(const nlohmann::json& object);
 
 // A backup plan's JSON form: the struct's fields, with "extents" as
 // [[offset, length], ...]. backup_plan_from_json checks types and ranges only; the
@@ -69,5 +86,11 @@ Result<BackupPlan> backup_plan_from_json(const nlohmann::json& object);
 // kMaxAdminMessageBytes: an extent takes at most 44 bytes of JSON); the client asks
 // for the next page with "first_extent" until it holds "extent_count" of them.
 inline constexpr size_t kMaxBackupPlanExtentsPerReply = 16384;
+
+// cluster.info / cluster.format and cluster.check replies keep their lists (epoch
+// history, newest kept; check issues, first kept) within this many bytes of JSON, so
+// a long history or a check of a badly damaged cluster still fits in one message.
+// The reply then says how many it left out ("history_omitted", "issues_omitted").
+inline constexpr size_t kMaxAdminReplyListBytes = 768 * 1024;
 
 }  // namespace kelpie

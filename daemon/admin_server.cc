@@ -170,6 +170,117 @@ Result<json> do_node_info(NodeControl& control, const json&) {
   return ok_with(node_to_json(control.node_info()));
 }
 
+// --- Cluster (issue 3) ------------------------------------------------------------
+
+// A request field that must fit in uint32_t.
+Result<uint32_t> u32_request_field(const json& request, const char* key) {
+  Result<uint64_t> value = request_field(json_u64_field(request, key));
+  if (!value) return value.status();
+  if (*value > std::numeric_limits<uint32_t>::max()) {
+    return Status::error(EINVAL, std::string("invalid request: field '") + key +
+                                     "' is out of range");
+  }
+  return static_cast<uint32_t>(*value);
+}
+
+// Drops entries of `array` (JSON values) from its front or back until their JSON
+// fits kMaxAdminReplyListBytes; returns how many were dropped.
+size_t trim_to_reply_budget(json& array, bool keep_newest) {
+  size_t bytes = 0;
+  size_t kept = 0;
+  const size_t count = array.size();
+  for (; kept < count; ++kept) {
+    const json& element = keep_newest ? array[count - 1 - kept] : array[kept];
+    bytes += dump_json(element).size() + 1;
+    if (bytes > kMaxAdminReplyListBytes) break;
+  }
+  const size_t dropped = count - kept;
+  if (dropped == 0) return 0;
+  json trimmed = json::array();
+  const size_t first = keep_newest ? dropped : 0;
+  for (size_t i = first; i < first + kept; ++i) trimmed.push_back(std::move(array[i]));
+  array = std::move(trimmed);
+  return dropped;
+}
+
+json cluster_reply(const ClusterSummary& cluster) {
+  json reply = cluster_to_json(cluster);
+  reply["history_omitted"] = trim_to_reply_budget(reply["history"], /*keep_newest=*/true);
+  return reply;
+}
+
+Result<json> do_cluster_format(NodeControl& control, const json& request) {
+  Result<uint32_t> copies = u32_request_field(request, "copies");
+  if (!copies) return copies.status();
+  Result<uint32_t> min_copies = u32_request_field(request, "min_copies");
+  if (!min_copies) return min_copies.status();
+  Result<ClusterSummary> cluster = control.format_cluster(*copies, *min_copies);
+  if (!cluster) return cluster.status();
+  KELPIE_LOG_INFO("admin: formatted cluster {} ({} copies, at least {})", cluster->cluster_uuid,
+                  *copies, *min_copies);
+  return ok_with(cluster_reply(*cluster));
+}
+
+Result<json> do_cluster_info(NodeControl& control, const json&) {
+  Result<ClusterSummary> cluster = control.cluster_info();
+  if (!cluster) return cluster.status();
+  return ok_with(cluster_reply(*cluster));
+}
+
+Result<json> do_node_list(NodeControl& control, const json&) {
+  Result<std::vector<MemberSummary>> members = control.list_nodes();
+  if (!members) return members.status();
+  json nodes = json::array();
+  for (const MemberSummary& member : *members) nodes.push_back(member_to_json(member));
+  return ok_with({{"nodes", std::move(nodes)}});
+}
+
+Result<json> do_node_recovery(NodeControl& control, const json&) {
+  Result<std::vector<RecoverySummary>> recoveries = control.recovery_status();
+  if (!recoveries) return recoveries.status();
+  json nodes = json::array();
+  for (const RecoverySummary& recovery : *recoveries) nodes.push_back(recovery_to_json(recovery));
+  return ok_with({{"nodes", std::move(nodes)}});
+}
+
+Result<json> do_node_kill(NodeControl& control, const json& request) {
+  Result<std::string> id = request_field(json_string_field(request, "id"));
+  if (!id) return id.status();
+  if (Status status = control.kill_node(*id); !status) return status;
+  KELPIE_LOG_INFO("admin: asked node {} to leave the cluster", *id);
+  return ok_with(json::object());
+}
+
+Result<json> do_cluster_shutdown(NodeControl& control, const json&) {
+  if (Status status = control.shutdown_cluster(); !status) return status;
+  KELPIE_LOG_INFO("admin: cluster shutdown requested");
+  return ok_with(json::object());
+}
+
+Result<json> do_cluster_recover_force(NodeControl& control, const json&) {
+  if (Status status = control.recover_force(); !status) return status;
+  KELPIE_LOG_INFO("admin: forced recovery with the nodes alive now");
+  return ok_with(json::object());
+}
+
+// May run for many minutes: the connection's thread simply waits for it (socket
+// timeouts only apply while reading a request or sending a reply).
+Result<json> do_cluster_check(NodeControl& control, const json& request) {
+  Result<std::string> vdi = request_field(json_string_field(request, "vdi"));
+  if (!vdi) return vdi.status();
+  Result<bool> repair = request_field(json_bool_field(request, "repair"));
+  if (!repair) return repair.status();
+  Result<CheckReport> report = control.check(*vdi, *repair);
+  if (!report) return report.status();
+  KELPIE_LOG_INFO("admin: check of {}{}: {} objects, {} issues, {} repaired",
+                  vdi->empty() ? "the cluster" : "VDI '" + *vdi + "'",
+                  *repair ? " with repair" : "", report->objects_checked, report->issues.size(),
+                  report->repaired);
+  json reply = check_report_to_json(*report);
+  reply["issues_omitted"] = trim_to_reply_budget(reply["issues"], /*keep_newest=*/false);
+  return ok_with(std::move(reply));
+}
+
 struct Operation {
   const char* name;
   Result<json> (*run)(NodeControl&, const json&);
@@ -187,6 +298,14 @@ constexpr Operation kOperations[] = {
     {"vdi.backup_plan", do_backup_plan},
     {"vdi.set_restored_from", do_set_restored_from},
     {"node.info", do_node_info},
+    {"cluster.format", do_cluster_format},
+    {"cluster.info", do_cluster_info},
+    {"node.list", do_node_list},
+    {"node.recovery", do_node_recovery},
+    {"node.kill", do_node_kill},
+    {"cluster.shutdown", do_cluster_shutdown},
+    {"cluster.recover_force", do_cluster_recover_force},
+    {"cluster.check", do_cluster_check},
 };
 
 Result<json> dispatch(NodeControl& control, const json& request) {

@@ -21,6 +21,20 @@
 //                            at most kMaxBackupPlanExtentsPerReply of them
 //      node.info             {"ok": true, ...NodeSummary fields}
 //      vdi.delete, vdi.resize, vdi.set_restored_from {"ok": true}
+//    The cluster (issue 3; NodeControl answers ENOTSUP on a node without --cluster):
+//    cluster.format {copies, min_copies}, cluster.info, node.list, node.recovery,
+//    node.kill {id}, cluster.shutdown, cluster.recover_force,
+//    cluster.check {vdi ("" = every object), repair (bool)}; every field is required.
+//      cluster.format, cluster.info
+//                            {"ok": true, ...ClusterSummary fields, "history_omitted": N}
+//      node.list             {"ok": true, "nodes": [MemberSummary...]}
+//      node.recovery         {"ok": true, "nodes": [RecoverySummary...]}
+//      cluster.check         {"ok": true, ...CheckReport fields, "issues_omitted": N}
+//      node.kill, cluster.shutdown, cluster.recover_force {"ok": true}
+//    History (newest kept) and issues (first kept) are cut to kMaxAdminReplyListBytes
+//    of JSON; N says how many were left out. cluster.check may take many minutes: the
+//    connection waits for it (the timeouts below apply to reading a request and
+//    sending a reply, not to executing one), and stop() waits for it too.
 //    and on failure {"ok": false, "errno": N, "error": "..."} carrying NodeControl's
 //    Status as is. An unknown op is EINVAL "unknown operation 'x'"; malformed JSON
 //    gets an EBADMSG reply and the connection stays usable; an oversized frame gets

@@ -9,7 +9,9 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
+#include <limits>
 #include <stdexcept>
+#include <tuple>
 #include <vector>
 
 #include "admin/admin_client.h"
@@ -20,6 +22,55 @@ namespace kelpie {
 namespace {
 
 using nlohmann::json;
+
+ClusterSummary canned_cluster() {
+  return {.driver = "local:/var/lib/kelpie/cluster",
+          .status = "running",
+          .cluster_uuid = "c0ffee00-0000-4000-8000-000000000000",
+          .epoch = 4,
+          .copies = 3,
+          .min_copies = 2,
+          .zones = 2,
+          .storage_nodes = 3,
+          .gateways = 1,
+          .warnings = {"only 2 zones: objects keep 2 of 3 copies"},
+          .history = {{.epoch = 1,
+                       .created_unix_ms = 1700000000123,
+                       .reason = "format",
+                       .nodes = {"n1", "n2"}},
+                      {.epoch = 4,
+                       .created_unix_ms = 1700000100000,
+                       .reason = "join n3",
+                       .nodes = {"n1", "n2", "n3"}}}};
+}
+
+std::vector<MemberSummary> canned_members() {
+  return {{.id = "0f1e2d3c-0000-4000-8000-000000000001",
+           .address = "10.0.0.1:7100",
+           .nbd_address = "10.0.0.1:10809",
+           .admin_address = "10.0.0.1:7000",
+           .zone = "rack-a",
+           .vnodes = 128,
+           .status = "up",
+           .capacity_bytes = uint64_t{1} << 40,
+           .used_bytes = uint64_t{3} << 30,
+           .objects = 768},
+          {.id = "9a8b7c6d-0000-4000-8000-000000000002",
+           .address = "10.0.0.2:7100",
+           .gateway = true,
+           .status = "gateway"}};
+}
+
+CheckReport canned_report() {
+  return {.objects_checked = 10,
+          .copies_checked = 30,
+          .repaired = 0,
+          .issues = {{.object = "00000001000000a0",
+                      .vdi = "disk",
+                      .node = "0f1e2d3c-0000-4000-8000-000000000001",
+                      .problem = "missing copy"},
+                     {.object = "00000001000000a1", .vdi = "disk", .problem = "differs"}}};
+}
 
 // Keeps VDIs and snapshots (named "NAME@TAG") in a map, with the id and parent
 // bookkeeping of the real node: a snapshot keeps the head's id and the head moves on
@@ -165,16 +216,96 @@ class FakeNodeControl : public NodeControl {
     (*vdi)->restored_from = identity;
     return Status::ok();
   }
-  // Cluster calls: this fake is a node started without --cluster.
-  Result<ClusterSummary> format_cluster(uint32_t, uint32_t) override { return unsupported(); }
-  Result<ClusterSummary> cluster_info() override { return unsupported(); }
-  Result<std::vector<MemberSummary>> list_nodes() override { return unsupported(); }
-  Result<std::vector<RecoverySummary>> recovery_status() override { return unsupported(); }
-  Status kill_node(const std::string&) override { return unsupported(); }
-  Status shutdown_cluster() override { return unsupported(); }
-  Status recover_force() override { return unsupported(); }
-  Result<CheckReport> check(const std::string&, bool) override { return unsupported(); }
-  static Status unsupported() { return Status::error(ENOTSUP, "not a cluster"); }
+  // Cluster calls: canned answers, each call recorded in cluster_calls(). After
+  // set_clustered(false) they answer like a node started without --cluster.
+  Result<ClusterSummary> format_cluster(uint32_t copies, uint32_t min_copies) override {
+    std::lock_guard lock(mutex_);
+    record_locked("format " + std::to_string(copies) + " " + std::to_string(min_copies));
+    if (!clustered_) return unsupported();
+    if (copies < 1 || copies > 8 || min_copies < 1 || min_copies > copies) {
+      return Status::error(EINVAL, "invalid copies");
+    }
+    ClusterSummary cluster = cluster_;
+    cluster.copies = copies;
+    cluster.min_copies = min_copies;
+    return cluster;
+  }
+  Result<ClusterSummary> cluster_info() override {
+    std::lock_guard lock(mutex_);
+    record_locked("info");
+    if (!clustered_) return unsupported();
+    return cluster_;
+  }
+  Result<std::vector<MemberSummary>> list_nodes() override {
+    std::lock_guard lock(mutex_);
+    record_locked("list");
+    if (!clustered_) return unsupported();
+    return members_;
+  }
+  Result<std::vector<RecoverySummary>> recovery_status() override {
+    std::lock_guard lock(mutex_);
+    record_locked("recovery");
+    if (!clustered_) return unsupported();
+    return recoveries_;
+  }
+  Status kill_node(const std::string& id) override {
+    std::lock_guard lock(mutex_);
+    record_locked("kill " + id);
+    if (!clustered_) return unsupported();
+    if (id != "0f1e2d3c") return Status::error(ENOENT, "node '" + id + "' not found");
+    return Status::ok();
+  }
+  Status shutdown_cluster() override {
+    std::lock_guard lock(mutex_);
+    record_locked("shutdown");
+    return clustered_ ? Status::ok() : unsupported();
+  }
+  Status recover_force() override {
+    std::lock_guard lock(mutex_);
+    record_locked("recover_force");
+    return clustered_ ? Status::ok() : unsupported();
+  }
+  Result<CheckReport> check(const std::string& vdi, bool repair) override {
+    int delay_ms;
+    {
+      std::lock_guard lock(mutex_);
+      record_locked("check '" + vdi + "'" + (repair ? " repair" : ""));
+      if (!clustered_) return unsupported();
+      if (!vdi.empty() && !vdis_.contains(vdi)) {
+        return Status::error(ENOENT, "VDI '" + vdi + "' not found");
+      }
+      delay_ms = check_delay_ms_;
+    }
+    ::usleep(static_cast<useconds_t>(delay_ms) * 1000);
+    std::lock_guard lock(mutex_);
+    CheckReport report = report_;
+    if (repair) {
+      for (CheckIssue& issue : report.issues) issue.repaired = true;
+      report.repaired = report.issues.size();
+    }
+    return report;
+  }
+  static Status unsupported() {
+    return Status::error(ENOTSUP, "this node is not part of a cluster (started without --cluster)");
+  }
+
+  void set_clustered(bool clustered) {
+    std::lock_guard lock(mutex_);
+    clustered_ = clustered;
+  }
+  std::vector<std::string> cluster_calls() {
+    std::lock_guard lock(mutex_);
+    return cluster_calls_;
+  }
+  void set_cluster(ClusterSummary cluster) {
+    std::lock_guard lock(mutex_);
+    cluster_ = std::move(cluster);
+  }
+  void set_check_report(CheckReport report, int delay_ms = 0) {
+    std::lock_guard lock(mutex_);
+    report_ = std::move(report);
+    check_delay_ms_ = delay_ms;
+  }
 
   // The extents a backup of the VDI or snapshot with this id lists.
   void set_extents(uint32_t id, std::vector<std::pair<uint64_t, uint64_t>> extents) {
@@ -204,7 +335,22 @@ class FakeNodeControl : public NodeControl {
     return &it->second;
   }
 
+  void record_locked(std::string call) { cluster_calls_.push_back(std::move(call)); }
+
   std::mutex mutex_;
+  bool clustered_ = true;
+  std::vector<std::string> cluster_calls_;
+  ClusterSummary cluster_ = canned_cluster();
+  std::vector<MemberSummary> members_ = canned_members();
+  std::vector<RecoverySummary> recoveries_ = {
+      {.node = "0f1e2d3c-0000-4000-8000-000000000001",
+       .epoch = 4,
+       .state = "recovering",
+       .to_recover = 120,
+       .done = 30,
+       .rate_mib_s = 12.5}};
+  CheckReport report_ = canned_report();
+  int check_delay_ms_ = 0;
   std::map<std::string, VdiSummary> vdis_;
   std::map<uint32_t, std::vector<std::pair<uint64_t, uint64_t>>> extents_;
   uint32_t next_id_ = 1;
@@ -548,7 +694,9 @@ TEST_F(AdminServerTest, TruncatedFramesAndAbruptClosesDoNotHurt) {
 TEST_F(AdminServerTest, ManyRequestsOnOneConnection) {
   AdminClient client = connect();
   for (int i = 0; i < 200; ++i) {
-    std::string name = "v" + std::to_string(i);
+    // Not "v" + std::to_string(i): GCC 12 -O3 warns falsely (-Wrestrict) about that.
+    std::string name = std::to_string(i);
+    name.insert(name.begin(), 'v');
     ASSERT_TRUE(client.call("vdi.create", {{"name", name}, {"size", 512 * (i + 1)}}).is_ok());
     Result<json> info = client.call("vdi.info", {{"name", name}});
     ASSERT_TRUE(info.is_ok());
@@ -588,6 +736,189 @@ TEST_F(AdminServerTest, StopWithClientsConnectedReturns) {
   Status refused = AdminClient::connect(address_).status();
   EXPECT_EQ(refused.code(), ECONNREFUSED);
   EXPECT_EQ(refused.message(), "cannot reach kelpied at " + address_ + ": Connection refused");
+}
+
+TEST_F(AdminServerTest, ClusterInfoAndFormat) {
+  AdminClient client = connect();
+  Result<json> info = client.call("cluster.info");
+  ASSERT_TRUE(info.is_ok()) << info.status().to_string();
+  EXPECT_EQ((*info)["history_omitted"], 0);
+  EXPECT_EQ((*info)["cluster_uuid"], "c0ffee00-0000-4000-8000-000000000000");
+  EXPECT_EQ((*info)["history"][0]["created_unix_ms"], 1700000000123);
+  Result<ClusterSummary> cluster = cluster_from_json(*info);
+  ASSERT_TRUE(cluster.is_ok()) << cluster.status().to_string();
+  EXPECT_EQ(cluster_to_json(*cluster), cluster_to_json(canned_cluster()));
+
+  Result<json> formatted = client.call("cluster.format", {{"copies", 2}, {"min_copies", 1}});
+  ASSERT_TRUE(formatted.is_ok()) << formatted.status().to_string();
+  EXPECT_EQ((*formatted)["copies"], 2);
+  EXPECT_EQ((*formatted)["min_copies"], 1);
+  ASSERT_TRUE(cluster_from_json(*formatted).is_ok());
+  Status refused = client.call("cluster.format", {{"copies", 9}, {"min_copies", 1}}).status();
+  EXPECT_EQ(refused.code(), EINVAL) << "NodeControl's answer passes through";
+  EXPECT_EQ(refused.message(), "invalid copies");
+  EXPECT_EQ(control_.cluster_calls(),
+            (std::vector<std::string>{"info", "format 2 1", "format 9 1"}));
+}
+
+TEST_F(AdminServerTest, NodeListRecoveryKill) {
+  AdminClient client = connect();
+  Result<json> list = client.call("node.list");
+  ASSERT_TRUE(list.is_ok()) << list.status().to_string();
+  ASSERT_EQ((*list)["nodes"].size(), 2u);
+  std::vector<MemberSummary> want = canned_members();
+  for (size_t i = 0; i < want.size(); ++i) {
+    Result<MemberSummary> member = member_from_json((*list)["nodes"][i]);
+    ASSERT_TRUE(member.is_ok()) << member.status().to_string();
+    EXPECT_EQ(member_to_json(*member), member_to_json(want[i]));
+  }
+  EXPECT_EQ((*list)["nodes"][1]["gateway"], true);
+
+  Result<json> recovery = client.call("node.recovery");
+  ASSERT_TRUE(recovery.is_ok()) << recovery.status().to_string();
+  ASSERT_EQ((*recovery)["nodes"].size(), 1u);
+  Result<RecoverySummary> progress = recovery_from_json((*recovery)["nodes"][0]);
+  ASSERT_TRUE(progress.is_ok()) << progress.status().to_string();
+  EXPECT_EQ(progress->state, "recovering");
+  EXPECT_EQ(progress->done, 30u);
+  EXPECT_EQ(progress->to_recover, 120u);
+  EXPECT_DOUBLE_EQ(progress->rate_mib_s, 12.5);
+
+  Result<json> killed = client.call("node.kill", {{"id", "0f1e2d3c"}});
+  ASSERT_TRUE(killed.is_ok()) << killed.status().to_string();
+  EXPECT_EQ(*killed, json({{"ok", true}}));
+  Status unknown = client.call("node.kill", {{"id", "ffff"}}).status();
+  EXPECT_EQ(unknown.code(), ENOENT);
+  EXPECT_EQ(unknown.message(), "node 'ffff' not found");
+  EXPECT_EQ(control_.cluster_calls(),
+            (std::vector<std::string>{"list", "recovery", "kill 0f1e2d3c", "kill ffff"}));
+}
+
+TEST_F(AdminServerTest, ShutdownAndRecoverForce) {
+  AdminClient client = connect();
+  Result<json> shutdown = client.call("cluster.shutdown");
+  ASSERT_TRUE(shutdown.is_ok()) << shutdown.status().to_string();
+  EXPECT_EQ(*shutdown, json({{"ok", true}}));
+  Result<json> recover = client.call("cluster.recover_force");
+  ASSERT_TRUE(recover.is_ok()) << recover.status().to_string();
+  EXPECT_EQ(*recover, json({{"ok", true}}));
+  EXPECT_EQ(control_.cluster_calls(), (std::vector<std::string>{"shutdown", "recover_force"}));
+}
+
+TEST_F(AdminServerTest, ClusterCheck) {
+  AdminClient client = connect();
+  ASSERT_TRUE(client.call("vdi.create", {{"name", "disk"}, {"size", 512}}).is_ok());
+  Result<json> all = client.call("cluster.check", {{"vdi", ""}, {"repair", false}});
+  ASSERT_TRUE(all.is_ok()) << all.status().to_string();
+  EXPECT_EQ((*all)["issues_omitted"], 0);
+  Result<CheckReport> report = check_report_from_json(*all);
+  ASSERT_TRUE(report.is_ok()) << report.status().to_string();
+  EXPECT_EQ(check_report_to_json(*report), check_report_to_json(canned_report()));
+
+  Result<json> repaired = client.call("cluster.check", {{"vdi", "disk"}, {"repair", true}});
+  ASSERT_TRUE(repaired.is_ok()) << repaired.status().to_string();
+  EXPECT_EQ((*repaired)["repaired"], 2);
+  EXPECT_EQ((*repaired)["issues"][1]["repaired"], true);
+  Status missing = client.call("cluster.check", {{"vdi", "nope"}, {"repair", false}}).status();
+  EXPECT_EQ(missing.code(), ENOENT);
+  EXPECT_EQ(missing.message(), "VDI 'nope' not found");
+  EXPECT_EQ(control_.cluster_calls(),
+            (std::vector<std::string>{"check ''", "check 'disk' repair", "check 'nope'"}));
+}
+
+TEST_F(AdminServerTest, ClusterRequestsCheckTheirArguments) {
+  AdminClient client = connect();
+  for (const auto& [op, arguments, message] : std::vector<std::tuple<const char*, json, std::string>>{
+           {"cluster.format", {{"min_copies", 2}}, "field 'copies' is missing"},
+           {"cluster.format", {{"copies", 3}}, "field 'min_copies' is missing"},
+           {"cluster.format", {{"copies", "3"}, {"min_copies", 2}}, "field 'copies' must be an integer"},
+           {"cluster.format", {{"copies", -3}, {"min_copies", 2}},
+            "field 'copies' must not be negative"},
+           {"cluster.format", {{"copies", uint64_t{1} << 32}, {"min_copies", 2}},
+            "field 'copies' is out of range"},
+           {"cluster.format", {{"copies", 3}, {"min_copies", 2.5}},
+            "field 'min_copies' must be an integer"},
+           {"node.kill", json::object(), "field 'id' is missing"},
+           {"node.kill", {{"id", 7}}, "field 'id' must be a string"},
+           {"cluster.check", {{"repair", false}}, "field 'vdi' is missing"},
+           {"cluster.check", {{"vdi", ""}}, "field 'repair' is missing"},
+           {"cluster.check", {{"vdi", 1}, {"repair", false}}, "field 'vdi' must be a string"},
+           {"cluster.check", {{"vdi", ""}, {"repair", "yes"}},
+            "field 'repair' must be true or false"},
+       }) {
+    Status status = client.call(op, arguments).status();
+    EXPECT_EQ(status.code(), EINVAL) << op << " " << arguments.dump();
+    EXPECT_EQ(status.message(), "invalid request: " + message) << op << " " << arguments.dump();
+  }
+  EXPECT_TRUE(control_.cluster_calls().empty()) << "bad requests never reach NodeControl";
+}
+
+TEST_F(AdminServerTest, NotAClusterAnswersEnotsupForEveryClusterRequest) {
+  control_.set_clustered(false);
+  AdminClient client = connect();
+  for (const auto& [op, arguments] : std::vector<std::pair<const char*, json>>{
+           {"cluster.format", {{"copies", 3}, {"min_copies", 2}}},
+           {"cluster.info", json::object()},
+           {"node.list", json::object()},
+           {"node.recovery", json::object()},
+           {"node.kill", {{"id", "0f1e2d3c"}}},
+           {"cluster.shutdown", json::object()},
+           {"cluster.recover_force", json::object()},
+           {"cluster.check", {{"vdi", ""}, {"repair", true}}},
+       }) {
+    Status status = client.call(op, arguments).status();
+    EXPECT_EQ(status.code(), ENOTSUP) << op;
+    EXPECT_EQ(status.message(), "this node is not part of a cluster (started without --cluster)")
+        << op;
+  }
+  EXPECT_EQ(control_.cluster_calls().size(), 8u);
+}
+
+TEST_F(AdminServerTest, HugeCheckReportAndHistoryAreCutToFitOneReply) {
+  CheckReport report{.objects_checked = 1'000'000, .copies_checked = 3'000'000};
+  for (uint64_t i = 0; i < 20'000; ++i) {
+    report.issues.push_back({.object = std::to_string(i),
+                             .vdi = std::string(200, 'v'),
+                             .node = "0f1e2d3c-0000-4000-8000-000000000001",
+                             .problem = "missing copy"});
+  }
+  control_.set_check_report(report);
+  AdminClient client = connect();
+  Result<json> reply = client.call("cluster.check", {{"vdi", ""}, {"repair", false}});
+  ASSERT_TRUE(reply.is_ok()) << reply.status().to_string();
+  const size_t kept = (*reply)["issues"].size();
+  ASSERT_GT(kept, 100u);
+  EXPECT_EQ(kept + (*reply)["issues_omitted"].get<size_t>(), 20'000u);
+  EXPECT_EQ((*reply)["issues"][0]["object"], "0") << "the first issues are kept";
+  EXPECT_EQ((*reply)["objects_checked"], 1'000'000);
+
+  ClusterSummary cluster = canned_cluster();
+  cluster.history.clear();
+  for (uint64_t epoch = 1; epoch <= 20'000; ++epoch) {
+    cluster.history.push_back({.epoch = epoch,
+                               .created_unix_ms = 1700000000000,
+                               .reason = "join n",
+                               .nodes = std::vector<std::string>(3, std::string(36, 'n'))});
+  }
+  control_.set_cluster(cluster);
+  Result<json> info = client.call("cluster.info");
+  ASSERT_TRUE(info.is_ok()) << info.status().to_string();
+  const json& history = (*info)["history"];
+  ASSERT_GT(history.size(), 100u);
+  EXPECT_EQ(history.size() + (*info)["history_omitted"].get<size_t>(), 20'000u);
+  EXPECT_EQ(history.back()["epoch"], 20'000) << "the newest epochs are kept";
+  EXPECT_EQ(history[0]["epoch"], 20'000 - history.size() + 1) << "oldest first";
+}
+
+TEST_F(AdminServerTest, ClientWaitsAsLongAsItWasToldForACheck) {
+  control_.set_check_report(canned_report(), /*delay_ms=*/1500);
+  AdminClient impatient = connect();
+  impatient.set_reply_timeout_s(1);
+  Status timed_out = impatient.call("cluster.check", {{"vdi", ""}, {"repair", false}}).status();
+  EXPECT_EQ(timed_out.code(), ETIMEDOUT) << timed_out.to_string();
+  AdminClient patient = connect();
+  patient.set_reply_timeout_s(5);
+  EXPECT_TRUE(patient.call("cluster.check", {{"vdi", ""}, {"repair", false}}).is_ok());
 }
 
 TEST(AdminServerStart, BadOrBusyAddress) {
@@ -703,6 +1034,86 @@ TEST(AdminWire, BackupPlanJson) {
   wrong["object_size_bytes"] = uint64_t{1} << 32;
   EXPECT_EQ(backup_plan_from_json(wrong).status().message(),
             "field 'object_size_bytes' is out of range");
+}
+
+TEST(AdminWire, ClusterJsonRoundTripAndKeys) {
+  ClusterSummary cluster = canned_cluster();
+  json encoded = json::parse(dump_json(cluster_to_json(cluster)));
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : encoded.items()) keys.push_back(key);
+  std::ranges::sort(keys);
+  EXPECT_EQ(keys, (std::vector<std::string>{"cluster_uuid", "copies", "driver", "epoch",
+                                            "gateways", "history", "min_copies", "status",
+                                            "storage_nodes", "warnings", "zones"}));
+  EXPECT_EQ(encoded["history"][1],
+            json::parse(R"({"epoch": 4, "created_unix_ms": 1700000100000, "reason": "join n3",
+                            "nodes": ["n1", "n2", "n3"]})"));
+  Result<ClusterSummary> back = cluster_from_json(encoded);
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_EQ(back->warnings, cluster.warnings);
+  ASSERT_EQ(back->history.size(), 2u);
+  EXPECT_EQ(back->history[1].nodes, cluster.history[1].nodes);
+  EXPECT_EQ(back->history[0].created_unix_ms, 1700000000123);
+  EXPECT_EQ(cluster_to_json(*back), cluster_to_json(cluster));
+
+  json wrong = encoded;
+  wrong["warnings"] = json::array({"a", 1});
+  EXPECT_EQ(cluster_from_json(wrong).status().message(), "field 'warnings' must hold strings");
+  wrong = encoded;
+  wrong["history"][1].erase("reason");
+  EXPECT_EQ(cluster_from_json(wrong).status().message(),
+            "field 'history' element 1: field 'reason' is missing");
+  wrong = encoded;
+  wrong["history"] = json::object();
+  EXPECT_EQ(cluster_from_json(wrong).status().message(), "field 'history' must be an array");
+  wrong = encoded;
+  wrong["copies"] = uint64_t{1} << 32;
+  EXPECT_EQ(cluster_from_json(wrong).status().message(), "field 'copies' is out of range");
+}
+
+TEST(AdminWire, MemberRecoveryCheckJsonRoundTrip) {
+  for (const MemberSummary& member : canned_members()) {
+    json encoded = json::parse(dump_json(member_to_json(member)));
+    EXPECT_EQ(encoded.size(), 11u);
+    Result<MemberSummary> back = member_from_json(encoded);
+    ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+    EXPECT_EQ(member_to_json(*back), member_to_json(member));
+    encoded["gateway"] = "no";
+    EXPECT_EQ(member_from_json(encoded).status().message(), "field 'gateway' must be true or false");
+  }
+
+  RecoverySummary recovery{.node = "n", .epoch = 9, .state = "done", .to_recover = 5, .done = 5,
+                           .rate_mib_s = 0.25};
+  json encoded = json::parse(dump_json(recovery_to_json(recovery)));
+  EXPECT_EQ(encoded, json::parse(R"({"node": "n", "epoch": 9, "state": "done",
+                                     "to_recover": 5, "done": 5, "rate_mib_s": 0.25})"));
+  Result<RecoverySummary> back = recovery_from_json(encoded);
+  ASSERT_TRUE(back.is_ok()) << back.status().to_string();
+  EXPECT_DOUBLE_EQ(back->rate_mib_s, 0.25);
+  encoded["rate_mib_s"] = 3;
+  ASSERT_TRUE(recovery_from_json(encoded).is_ok()) << "an integer rate is a number too";
+  encoded["rate_mib_s"] = "fast";
+  EXPECT_EQ(recovery_from_json(encoded).status().message(), "field 'rate_mib_s' must be a number");
+  recovery.rate_mib_s = std::numeric_limits<double>::quiet_NaN();
+  Result<RecoverySummary> not_a_number =
+      recovery_from_json(json::parse(dump_json(recovery_to_json(recovery))));
+  ASSERT_TRUE(not_a_number.is_ok()) << "NaN is sent as 0, not as null";
+  EXPECT_EQ(not_a_number->rate_mib_s, 0);
+
+  CheckReport report = canned_report();
+  report.issues[1].repaired = true;
+  report.repaired = 1;
+  json check = json::parse(dump_json(check_report_to_json(report)));
+  EXPECT_EQ(check["issues"][1],
+            json::parse(R"({"object": "00000001000000a1", "vdi": "disk", "node": "",
+                            "problem": "differs", "repaired": true})"));
+  Result<CheckReport> report_back = check_report_from_json(check);
+  ASSERT_TRUE(report_back.is_ok()) << report_back.status().to_string();
+  EXPECT_EQ(check_report_to_json(*report_back), check_report_to_json(report));
+  check["issues"][0].erase("problem");
+  EXPECT_EQ(check_report_from_json(check).status().message(),
+            "field 'issues' element 0: field 'problem' is missing");
+  EXPECT_EQ(check_report_from_json(json::array()).status().code(), EBADMSG);
 }
 
 }  // namespace

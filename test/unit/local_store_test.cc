@@ -7,10 +7,15 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
+#include <tuple>
 #include <random>
 #include <thread>
 
+#include "common/bytes.h"
+#include "common/crc32c.h"
 #include "common/log.h"
 
 namespace kelpie {
@@ -31,6 +36,43 @@ class LocalStoreTest : public StoreFixture {
   }
   std::filesystem::path object_file(ObjectId id) { return dir_ / "objects" / id.to_hex(); }
 
+  Status write_v(ObjectId id, uint64_t off, const std::vector<uint8_t>& data, ObjectVersion v,
+                 bool create = false, bool fua = false) {
+    return r0().block_on(store_->write(id, off, data, {fua, create, kObjectSize, v}));
+  }
+  Result<ObjectCopyInfo> stat(ObjectId id) { return r0().block_on(store_->stat_object(id)); }
+  ObjectVersion version(ObjectId id) {
+    auto v = r0().block_on(store_->version_of(id));
+    EXPECT_TRUE(v.is_ok()) << v.status().to_string();
+    return v ? *v : ObjectVersion{~0ull, ~0ull};
+  }
+  // (id hex, generation, sequence, size), sorted: comparable with EXPECT_EQ.
+  using Row = std::tuple<std::string, uint64_t, uint64_t, uint32_t>;
+  std::vector<Row> list_all() {
+    auto listed = r0().block_on(store_->list_all());
+    EXPECT_TRUE(listed.is_ok());
+    std::vector<Row> rows;
+    if (listed) {
+      for (const StoredObject& o : *listed) {
+        rows.emplace_back(o.id.to_hex(), o.version.generation, o.version.sequence, o.object_size);
+      }
+    }
+    std::sort(rows.begin(), rows.end());
+    return rows;
+  }
+  Status install(ObjectId id, ObjectVersion v, const std::vector<uint8_t>& data) {
+    return r0().block_on(store_->install(id, v, static_cast<uint32_t>(data.size()), data));
+  }
+  // Changes one byte of the object's file behind the store's back (bit rot).
+  void flip_byte(ObjectId id, uint64_t file_offset) {
+    int fd = ::open(object_file(id).c_str(), O_RDWR);
+    ASSERT_GE(fd, 0);
+    uint8_t byte;
+    ASSERT_EQ(::pread(fd, &byte, 1, file_offset), 1);
+    byte ^= 0x10;
+    ASSERT_EQ(::pwrite(fd, &byte, 1, file_offset), 1);
+    ::close(fd);
+  }
 };
 
 std::vector<uint8_t> pattern(size_t n, uint8_t seed) {
@@ -161,6 +203,248 @@ TEST_F(LocalStoreTest, ConcurrentOverlappingWritesStayConsistent) {
   // Every block's checksum matches its data: the whole object reads without EIO.
   EXPECT_TRUE(read(id, 0, kObjectSize).is_ok());
   ASSERT_TRUE(reactors_[0]->block_on(store_->flush()).is_ok());
+}
+
+// ---- versions, the object list cache and recovery ---------------------------------
+
+TEST_F(LocalStoreTest, VersionIsStoredAndSurvivesRestartAndKill) {
+  ObjectId id = ObjectId::data(10, 10, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(4096, 1), {3, 1}, true).is_ok());
+  EXPECT_EQ(version(id), (ObjectVersion{3, 1}));
+  ASSERT_TRUE(write_v(id, 8192, pattern(100, 2), {3, 2}).is_ok());
+  auto info = stat(id);
+  ASSERT_TRUE(info.is_ok());
+  EXPECT_EQ(info->version, (ObjectVersion{3, 2}));
+  EXPECT_EQ(info->object_size, kObjectSize);
+  stop(true);
+  start();
+  EXPECT_EQ(version(id), (ObjectVersion{3, 2}));
+  ASSERT_TRUE(write_v(id, 0, pattern(4096, 3), {4, 1}, false, /*fua=*/true).is_ok());
+  stop(false);  // kill -9: the page cache (here: the fua write) survives
+  start();
+  EXPECT_EQ(version(id), (ObjectVersion{4, 1}));
+  EXPECT_EQ(*read(id, 0, 4096), pattern(4096, 3));
+  EXPECT_EQ(*read(id, 8192, 100), pattern(100, 2));
+  EXPECT_EQ(stat(ObjectId::data(10, 10, 1)).status().code(), ENOENT);
+  EXPECT_EQ(r0().block_on(store_->version_of(ObjectId::data(10, 10, 1))).status().code(), ENOENT);
+}
+
+TEST_F(LocalStoreTest, LowerSequenceOfSameGenerationKeepsTheHigherVersion) {
+  ObjectId id = ObjectId::data(10, 10, 2);
+  ASSERT_TRUE(write_v(id, 0, pattern(10, 1), {5, 9}, true).is_ok());
+  ASSERT_TRUE(write_v(id, 4096, pattern(10, 2), {5, 7}).is_ok());  // disjoint, completed late
+  EXPECT_EQ(version(id), (ObjectVersion{5, 9}));
+  EXPECT_EQ(*read(id, 4096, 10), pattern(10, 2));
+}
+
+TEST_F(LocalStoreTest, FenceRefusesLowerGenerationAndChangesNothing) {
+  ObjectId id = ObjectId::data(11, 11, 0);
+  ObjectId src = ObjectId::data(12, 11, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(8192, 1), {5, 1}, true).is_ok());
+  ASSERT_TRUE(write(src, 0, pattern(4096, 9), true).is_ok());
+  auto refused = [&] {
+    EXPECT_EQ(write_v(id, 0, pattern(8192, 2), {4, 99}).code(), ESTALE);
+    EXPECT_EQ(write_v(id, 0, pattern(10, 2), {4, 99}, /*create=*/true).code(), ESTALE);
+    EXPECT_EQ(r0().block_on(store_->zero_versioned(id, 0, 8192, false, {4, 99})).code(), ESTALE);
+    EXPECT_EQ(r0().block_on(store_->create_from_versioned(id, src, {4, 99})).code(), ESTALE);
+    EXPECT_EQ(*read(id, 0, 8192), pattern(8192, 1));  // not wiped, not overwritten
+    EXPECT_EQ(version(id), (ObjectVersion{5, 1}));
+  };
+  refused();
+  stop(true);  // the fence comes back from the header
+  start();
+  refused();
+  ASSERT_TRUE(write_v(id, 0, pattern(10, 3), {6, 1}).is_ok());  // a newer gateway
+  EXPECT_EQ(write_v(id, 0, pattern(10, 4), {5, 2}).code(), ESTALE);
+  EXPECT_EQ(*read(id, 0, 10), pattern(10, 3));
+  EXPECT_EQ(version(id), (ObjectVersion{6, 1}));
+}
+
+TEST_F(LocalStoreTest, EmptyVersionLeavesTheStoredVersion) {
+  ObjectId id = ObjectId::data(13, 13, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(4096, 1), {7, 3}, true).is_ok());
+  ASSERT_TRUE(write(id, 0, pattern(4096, 2)).is_ok());
+  ASSERT_TRUE(r0().block_on(store_->zero(id, 4096, 4096, true)).is_ok());
+  EXPECT_EQ(version(id), (ObjectVersion{7, 3}));
+  stop(true);
+  start();
+  EXPECT_EQ(version(id), (ObjectVersion{7, 3}));
+  EXPECT_EQ(*read(id, 0, 4096), pattern(4096, 2));
+}
+
+TEST_F(LocalStoreTest, UnversionedHeaderIsByteIdenticalToTheOldFormat) {
+  ObjectId id = ObjectId::data(14, 14, 0);
+  ASSERT_TRUE(write(id, 0, pattern(4096, 1), true).is_ok());
+  stop(true);
+  int fd = ::open(object_file(id).c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  std::vector<uint8_t> header(kHeaderSize);
+  ASSERT_EQ(::pread(fd, header.data(), kHeaderSize, 0), static_cast<ssize_t>(kHeaderSize));
+  ::close(fd);
+  EXPECT_EQ(std::vector<uint8_t>(header.begin() + 64, header.end()),
+            std::vector<uint8_t>(kHeaderSize - 64, 0));
+  start();
+  EXPECT_EQ(version(id), (ObjectVersion{}));
+}
+
+TEST_F(LocalStoreTest, OldFormatHeaderReadsAsNoVersion) {
+  ObjectId id = ObjectId::data(15, 15, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(4096, 1), {9, 9}, true).is_ok());
+  stop(true);
+  // The header exactly as format 1 wrote it before the version record existed.
+  std::vector<uint8_t> header(kHeaderSize, 0);
+  std::memcpy(header.data(), "KELPOBJ1", 8);
+  put_le32(header.data() + 8, 1);
+  id.encode(header.data() + 12);
+  put_le32(header.data() + 28, kObjectSize);
+  put_le32(header.data() + 60, crc32c(header.data(), 60));
+  int fd = ::open(object_file(id).c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, header.data(), kHeaderSize, 0), static_cast<ssize_t>(kHeaderSize));
+  ::close(fd);
+  start();
+  EXPECT_EQ(version(id), (ObjectVersion{}));
+  EXPECT_EQ(*read(id, 0, 4096), pattern(4096, 1));
+  ASSERT_TRUE(write_v(id, 0, pattern(10, 2), {1, 1}).is_ok());  // an old copy takes versions
+  EXPECT_EQ(version(id), (ObjectVersion{1, 1}));
+}
+
+TEST_F(LocalStoreTest, CorruptVersionRecordIsNeverListedAndInstallRepairsIt) {
+  ObjectId id = ObjectId::data(16, 16, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(4096, 1), {2, 2}, true).is_ok());
+  stop(true);
+  flip_byte(id, kVersionRecordOffset + 3);
+  start();
+  EXPECT_EQ(list_all(), std::vector<Row>{});
+  EXPECT_EQ(read(id, 0, 10).status().code(), EIO);
+  ASSERT_TRUE(install(id, {2, 3}, pattern(kObjectSize, 4)).is_ok());
+  EXPECT_EQ(version(id), (ObjectVersion{2, 3}));
+  EXPECT_EQ(*read(id, 0, kObjectSize), pattern(kObjectSize, 4));
+}
+
+TEST_F(LocalStoreTest, ListAllFollowsEveryOperationAndSurvivesRestart) {
+  ObjectId a = ObjectId::data(20, 20, 0);
+  ObjectId b = ObjectId::data(20, 20, 1);
+  ObjectId c = ObjectId::data(21, 20, 1);
+  ObjectId d = ObjectId::data(22, 22, 7);
+  EXPECT_EQ(list_all(), std::vector<Row>{});
+  ASSERT_TRUE(write(a, 0, pattern(10, 1), true).is_ok());
+  ASSERT_TRUE(write_v(b, 0, pattern(10, 2), {1, 1}, true).is_ok());
+  ASSERT_TRUE(r0().block_on(store_->create_from_versioned(c, b, {1, 2})).is_ok());
+  EXPECT_EQ(list_all(), (std::vector<Row>{{a.to_hex(), 0, 0, kObjectSize},
+                                          {b.to_hex(), 1, 1, kObjectSize},
+                                          {c.to_hex(), 1, 2, kObjectSize}}));
+  ASSERT_TRUE(write_v(a, 0, pattern(10, 3), {2, 5}).is_ok());
+  ASSERT_TRUE(r0().block_on(store_->remove(b)).is_ok());
+  ASSERT_TRUE(install(d, {3, 1}, pattern(65536, 4)).is_ok());
+  const std::vector<Row> expected{{a.to_hex(), 2, 5, kObjectSize},
+                                  {c.to_hex(), 1, 2, kObjectSize},
+                                  {d.to_hex(), 3, 1, 65536}};
+  std::vector<Row> sorted = expected;
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(list_all(), sorted);
+  stop(true);
+  start();
+  EXPECT_EQ(list_all(), sorted);
+  stop(false);
+  start();
+  EXPECT_EQ(list_all(), sorted);
+}
+
+TEST_F(LocalStoreTest, FetchReturnsTheWholeCopyAndRefusesABadOne) {
+  ObjectId id = ObjectId::data(23, 23, 0);
+  ASSERT_TRUE(write_v(id, 4096, pattern(50000, 1), {4, 4}, true).is_ok());
+  std::vector<uint8_t> expect(kObjectSize, 0);
+  auto bytes = pattern(50000, 1);
+  std::copy(bytes.begin(), bytes.end(), expect.begin() + 4096);
+  auto fetched = r0().block_on(store_->fetch(id));
+  ASSERT_TRUE(fetched.is_ok());
+  EXPECT_EQ(fetched->version, (ObjectVersion{4, 4}));
+  EXPECT_EQ(fetched->object_size, kObjectSize);
+  ASSERT_EQ(fetched->data.size(), kObjectSize);
+  EXPECT_TRUE(std::equal(expect.begin(), expect.end(), fetched->data.data()));
+  EXPECT_EQ(r0().block_on(store_->bad_blocks(id)).value(), std::vector<uint32_t>{});
+
+  flip_byte(id, kDataOffset + 5 * kBlockSize + 17);      // a written block
+  flip_byte(id, kDataOffset + 200 * kBlockSize + 4095);  // a never-written one (crc 0)
+  EXPECT_EQ(r0().block_on(store_->fetch(id)).status().code(), EIO);
+  EXPECT_EQ(r0().block_on(store_->bad_blocks(id)).value(), (std::vector<uint32_t>{5, 200}));
+  EXPECT_EQ(r0().block_on(store_->fetch(ObjectId::data(23, 23, 1))).status().code(), ENOENT);
+  EXPECT_EQ(r0().block_on(store_->bad_blocks(ObjectId::data(23, 23, 1))).status().code(), ENOENT);
+}
+
+TEST_F(LocalStoreTest, InstallReplacesAnyCopyDurablyAndSurvivesRestart) {
+  ObjectId id = ObjectId::data(24, 24, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(kObjectSize, 1), {9, 9}, true).is_ok());
+  flip_byte(id, kDataOffset + 3 * kBlockSize);  // a bad copy is replaced too
+  // A lower generation and another size: the caller (recovery) decides.
+  ASSERT_TRUE(install(id, {8, 1}, pattern(262144, 2)).is_ok());
+  auto info = stat(id);
+  ASSERT_TRUE(info.is_ok());
+  EXPECT_EQ(info->version, (ObjectVersion{8, 1}));
+  EXPECT_EQ(info->object_size, 262144u);
+  EXPECT_EQ(*read(id, 0, 262144), pattern(262144, 2));
+  EXPECT_EQ(read(id, 262144, 1).status().code(), EINVAL);
+  stop(false);  // no flush: install was durable by itself
+  start();
+  EXPECT_EQ(version(id), (ObjectVersion{8, 1}));
+  EXPECT_EQ(*read(id, 0, 262144), pattern(262144, 2));
+  EXPECT_EQ(r0().block_on(store_->bad_blocks(id)).value(), std::vector<uint32_t>{});
+  EXPECT_EQ(install(id, {8, 2}, pattern(1000, 3)).code(), EINVAL);
+  EXPECT_EQ(r0().block_on(store_->install(id, {8, 2}, 8192, pattern(4096, 3))).code(), EINVAL);
+  EXPECT_EQ(version(id), (ObjectVersion{8, 1}));
+}
+
+TEST_F(LocalStoreTest, InstallNeverInterleavesWithWrites) {
+  ObjectId id = ObjectId::data(25, 25, 0);
+  ASSERT_TRUE(write(id, 0, pattern(1, 0), true).is_ok());
+  std::vector<std::vector<uint8_t>> chunks;
+  for (int i = 0; i < 16; ++i) chunks.push_back(pattern(65536, static_cast<uint8_t>(i)));
+  auto whole = pattern(kObjectSize, 77);
+  Status st = r0().block_on([](LocalStore* store, ObjectId oid, decltype(chunks)* c,
+                               std::vector<uint8_t>* w) -> Task<Status> {
+    std::vector<Task<Status>> tasks;
+    for (size_t i = 0; i < c->size(); ++i) tasks.push_back(store->write(oid, i * 65536, (*c)[i], {}));
+    tasks.push_back(store->install(oid, {1, 1}, kObjectSize, *w));
+    co_return co_await when_all(std::move(tasks));
+  }(store_.get(), id, &chunks, &whole));
+  ASSERT_TRUE(st.is_ok());
+  // Every write landed wholly before or wholly after the install, and every block's
+  // crc matches (a whole-object read has no EIO).
+  auto data = read(id, 0, kObjectSize);
+  ASSERT_TRUE(data.is_ok());
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    auto begin = data->begin() + i * 65536;
+    bool from_install = std::equal(begin, begin + 65536, whole.begin() + i * 65536);
+    bool from_write = std::equal(begin, begin + 65536, chunks[i].begin());
+    EXPECT_TRUE(from_install || from_write) << "chunk " << i;
+  }
+  EXPECT_TRUE(std::equal(data->begin() + chunks.size() * 65536, data->end(),
+                         whole.begin() + chunks.size() * 65536));
+  EXPECT_EQ(version(id), (ObjectVersion{1, 1}));
+}
+
+TEST_F(LocalStoreTest, CreateFromAndZeroCarryVersions) {
+  ObjectId src = ObjectId::data(26, 26, 0);
+  ObjectId dst = ObjectId::data(27, 26, 0);
+  ASSERT_TRUE(write_v(src, 0, pattern(16384, 1), {3, 1}, true).is_ok());
+  ASSERT_TRUE(write_v(dst, 0, pattern(10, 2), {3, 7}, true).is_ok());
+  ASSERT_TRUE(r0().block_on(store_->create_from_versioned(dst, src, {3, 2})).is_ok());
+  EXPECT_EQ(version(dst), (ObjectVersion{3, 2}));  // replaced: exactly the given version
+  EXPECT_EQ(version(src), (ObjectVersion{3, 1}));
+  EXPECT_EQ(*read(dst, 0, 16384), pattern(16384, 1));
+  ASSERT_TRUE(r0().block_on(store_->zero_versioned(dst, 1000, 8000, true, {3, 3})).is_ok());
+  EXPECT_EQ(version(dst), (ObjectVersion{3, 3}));
+  auto expect = pattern(16384, 1);
+  std::fill(expect.begin() + 1000, expect.begin() + 9000, 0);
+  EXPECT_EQ(*read(dst, 0, 16384), expect);
+  ASSERT_TRUE(r0().block_on(store_->create_from(dst, src)).is_ok());  // unversioned replace
+  EXPECT_EQ(version(dst), (ObjectVersion{}));
+  stop(true);
+  start();
+  EXPECT_EQ(version(src), (ObjectVersion{3, 1}));
+  EXPECT_EQ(version(dst), (ObjectVersion{}));
+  EXPECT_EQ(*read(dst, 0, 16384), pattern(16384, 1));
 }
 
 }  // namespace

@@ -438,6 +438,7 @@ Status LocalMembership::join(const MemberInfo& self, Events events) {
   if (error) return Status::error(error.value(), "mkdir in " + options_.state_dir);
   std::string id = uuid_to_string(self.id);
   std::string heartbeat_path = members_dir_ + "/" + id + ".hb";
+  uint64_t epoch_at_start = 0;
   {
     std::lock_guard guard(mutex_);
     if (phase_ != Phase::kIdle) return Status::error(EALREADY, "already joined");
@@ -461,13 +462,14 @@ Status LocalMembership::join(const MemberInfo& self, Events events) {
     char old[8] = {};
     heartbeat_counter_ = ::pread(heartbeat_fd_, old, sizeof(old), 0) == 8 ? get_le(old, 8) : 0;
     (void)refresh_log_locked();
+    epoch_at_start = epochs_.empty() ? 0 : epochs_.back().epoch;
     scan_marker_locked();  // notes the marker present at join: not a shutdown for us
     (void)scan_shared_locked(false);
   }
   thread_ = std::thread([this] { run(); });
   wait_for_liveness(true);
 
-  bool running = false;
+  bool running = false, resynced = false;
   {
     std::lock_guard guard(mutex_);
     (void)refresh_log_locked();
@@ -483,13 +485,19 @@ Status LocalMembership::join(const MemberInfo& self, Events events) {
         }
       }
       if (marker_present_) running = false;
+      // Others may have restarted the cluster with us (and our new addresses)
+      // while we were learning who is alive: that epoch already resyncs us.
+      const EpochRecord& last = epochs_.back();
+      resynced = last.epoch > epoch_at_start && lists(last, self_.id) &&
+                 (last.reason == "restart" || last.reason == "recover");
+      if (resynced) running = true;
       if (!running) {
         phase_ = Phase::kWaiting;
         waiting_epoch_ = epochs_.back().epoch;
       }
     }
   }
-  Status joined = running ? become_running(true) : Status::ok();
+  Status joined = running ? become_running(!resynced) : Status::ok();
   if (joined && phase_ == Phase::kWaiting) joined = try_restart();
   if (!joined) {
     stop();

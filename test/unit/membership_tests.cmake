@@ -1,0 +1,1 @@
+kelpie_unit_test(local_membership_test kelpie_cluster)

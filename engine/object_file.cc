@@ -34,7 +34,8 @@ Result<ObjectVersion> decode_version_record(std::span<const uint8_t> in) {
 }
 
 void encode_object_header(const ObjectHeader& header, std::span<uint8_t> out) {
-  KELPIE_ASSERT(out.size() >= kEncodedHeaderSize);
+  KELPIE_ASSERT(out.size() >= kEncodedHeaderSize ||
+                (out.size() >= kEncodedSize && header.version.empty()));
   uint8_t* p = out.data();
   std::memset(p, 0, kEncodedSize);
   std::memcpy(p, kMagic, 8);
@@ -42,11 +43,13 @@ void encode_object_header(const ObjectHeader& header, std::span<uint8_t> out) {
   header.id.encode(p + 12);
   put_le32(p + 28, header.object_size);
   put_le32(p + 60, crc32c(p, 60));
-  encode_version_record(header.version, out.subspan(kVersionRecordOffset));
+  if (out.size() >= kEncodedHeaderSize) {
+    encode_version_record(header.version, out.subspan(kVersionRecordOffset));
+  }
 }
 
 Result<ObjectHeader> decode_object_header(std::span<const uint8_t> in) {
-  if (in.size() < kEncodedHeaderSize) return Status::error(EINVAL, "object header truncated");
+  if (in.size() < kEncodedSize) return Status::error(EINVAL, "object header truncated");
   const uint8_t* p = in.data();
   if (std::memcmp(p, kMagic, 8) != 0) return Status::error(EINVAL, "object header: bad magic");
   if (get_le32(p + 60) != crc32c(p, 60)) return Status::error(EINVAL, "object header: bad crc");
@@ -61,9 +64,11 @@ Result<ObjectHeader> decode_object_header(std::span<const uint8_t> in) {
       header.object_size > kMaxObjectSize) {
     return Status::error(EINVAL, "object header: bad object size");
   }
-  auto version = decode_version_record(in.subspan(kVersionRecordOffset));
-  if (!version) return version.status();
-  header.version = *version;
+  if (in.size() >= kEncodedHeaderSize) {  // shorter: no record, as bytes past EOF read as zeros
+    auto version = decode_version_record(in.subspan(kVersionRecordOffset));
+    if (!version) return version.status();
+    header.version = *version;
+  }
   return header;
 }
 

@@ -41,8 +41,10 @@ struct ObjectHeader {
 
 // Encodes the fixed header and the version record into the first
 // kEncodedHeaderSize bytes of `out` (rest untouched; callers pass zeros).
+// REQUIRES: out.size() >= kEncodedHeaderSize, or >= 64 with an empty version.
 void encode_object_header(const ObjectHeader& header, std::span<uint8_t> out);
-// EINVAL on bad magic, format version, crc or version-record crc; the message says which.
+// EINVAL on bad magic, format version, crc or version-record crc; the message says
+// which. Input shorter than kEncodedHeaderSize (but >= 64) has version {0, 0}.
 Result<ObjectHeader> decode_object_header(std::span<const uint8_t> in);
 
 // The version record alone (kVersionRecordSize bytes), written at kVersionRecordOffset.

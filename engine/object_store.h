@@ -36,7 +36,10 @@ struct WriteOptions {
   uint32_t object_size = 0;  // required with create
   // Non-empty: stored as the copy's version with the data. A write whose generation
   // is below the copy's stored generation is refused with ESTALE (an old gateway
-  // fenced off by a newer attach). Empty: the stored version is left as it is.
+  // fenced off by a newer attach). Empty: the stored version is left as it is (but a
+  // create replaces the copy, which then has no version, {0, 0}). Stored after the data;
+  // a write keeps max(stored, version), a create stores exactly `version`. Only
+  // LocalStore stores versions; see local_store.h for zero/create_from with versions.
   ObjectVersion version;
 };
 

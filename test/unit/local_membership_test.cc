@@ -372,6 +372,7 @@ TEST_F(LocalMembershipTest, KilledMemberIsFailedOutWithinTwoSecondsAndRejoins) {
   EXPECT_EQ(a.driver->current_epoch()->reason, "join " + uuid_to_string(child_info.id));
   EXPECT_TRUE(wait_until([&] { return !read_report(report).empty(); }));
   EXPECT_EQ(read_report(report).front(), std::make_pair(uint64_t{3}, true));
+  expect_all_at(3);
   EXPECT_EQ(a.recorder->epoch_numbers(), range(1, 3));
   EXPECT_EQ(b.recorder->epoch_numbers(), range(1, 3));
 }

@@ -234,5 +234,237 @@ check_json "$(kcli node info --json)" 'doc["vdi_count"] == 1' || fail "vdi_count
 kcli vdi delete disk
 check_json "$(kcli vdi list --json)" 'doc == []' || fail "list after deleting everything"
 
+# --- cluster commands ------------------------------------------------------------------
+# Usage errors are found without the daemon (N: nothing listens there).
+expect_error 2 "--copies must be from 1 to 8 (got '0')" "${N[@]}" cluster format --copies 0
+expect_error 2 "--copies must be from 1 to 8 (got '9')" "${N[@]}" cluster format --copies 9
+expect_error 2 "--copies must be from 1 to 8 (got 'x')" "${N[@]}" cluster format --copies x
+expect_error 2 "--min-copies must be from 1 to the number of copies, 3 (got '4')" \
+  "${N[@]}" cluster format --min-copies 4 --copies 3
+expect_error 2 "--min-copies must be from 1 to the number of copies, 1 (got '2')" \
+  "${N[@]}" cluster format --copies 1 --min-copies 2
+expect_error 2 "--min-copies must be from 1 to the number of copies, 3 (got '0')" \
+  "${N[@]}" cluster format --min-copies 0
+expect_error 2 "missing arguments; usage: kelpie node kill ID" "${N[@]}" node kill
+expect_error 2 "too many arguments; usage: kelpie node kill ID" "${N[@]}" node kill a b
+expect_error 2 "unknown command 'cluster frob' (try 'kelpie --help')" "${N[@]}" cluster frob
+expect_error 2 "unknown command 'node frob' (try 'kelpie --help')" "${N[@]}" node frob
+expect_error 2 "missing subcommand after 'cluster' (try 'kelpie --help')" "${N[@]}" cluster
+expect_error 2 "missing arguments; usage: kelpie cluster recover force" "${N[@]}" cluster recover
+expect_error 2 "unknown command 'cluster recover now'; usage: kelpie cluster recover force" \
+  "${N[@]}" cluster recover now
+expect_error 2 "too many arguments; usage: kelpie cluster shutdown" "${N[@]}" cluster shutdown now
+expect_error 2 "missing arguments; usage: kelpie vdi check NAME [--repair] [--json]" \
+  "${N[@]}" vdi check
+expect_error 2 "option --repair does not apply; usage: kelpie cluster info [--json]" \
+  "${N[@]}" cluster info --repair
+expect_error 2 "option --copies does not apply; usage: kelpie cluster check [--repair] [--json]" \
+  "${N[@]}" cluster check --copies 3
+expect_error 2 "option --repair takes no value" "${N[@]}" cluster check --repair=yes
+for command in "cluster format [--copies N] [--min-copies M]" "cluster info [--json]" \
+  "cluster check [--repair] [--json]" "cluster shutdown" "cluster recover force" \
+  "node list [--json]" "node recovery [--json]" "node kill ID" "vdi check NAME [--repair] [--json]"; do
+  "$KELPIE" --help | grep -qF "$command" || fail "kelpie --help does not list $command"
+done
+
+# A node started without --cluster refuses every cluster request, and stays up.
+not_cluster="this node is not part of a cluster (started without --cluster)"
+kcli vdi create disk 1M
+for command in "cluster info" "cluster info --json" "cluster format" "cluster format --copies 1" \
+  "cluster check" "cluster check --repair --json" "vdi check disk" "cluster shutdown" \
+  "cluster recover force" "node list" "node list --json" "node recovery" "node kill 0f1e2d3c"; do
+  # shellcheck disable=SC2086
+  expect_error 1 "$not_cluster" "${A[@]}" $command
+done
+kcli vdi delete disk
+kcli node info >/dev/null || fail "kelpied does not answer after the cluster requests"
+
+# --- cluster command output, against a fake admin server with canned replies ----------
+# It answers each op with replies.json[op] (re-read per request) and logs the requests.
+cat >"$T/fake_admin.py" <<'PY'
+import json, socket, struct, sys
+port_file, replies_file, log_file = sys.argv[1:4]
+listener = socket.socket()
+listener.bind(("127.0.0.1", 0))
+listener.listen(8)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(listener.getsockname()[1]))
+import os
+os.rename(port_file + ".tmp", port_file)
+def read_exactly(conn, n):
+    data = b""
+    while len(data) < n:
+        chunk = conn.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+while True:
+    conn, _ = listener.accept()
+    with conn:
+        while True:
+            header = read_exactly(conn, 4)
+            if header is None:
+                break
+            request = json.loads(read_exactly(conn, struct.unpack(">I", header)[0]))
+            with open(log_file, "a") as f:
+                f.write(json.dumps(request, sort_keys=True) + "\n")
+            replies = json.load(open(replies_file))
+            reply = replies.get(request["op"], {"ok": False, "errno": 22, "error": "unexpected"})
+            body = json.dumps(reply).encode()
+            conn.sendall(struct.pack(">I", len(body)) + body)
+PY
+cat >"$T/replies.json" <<'JSON'
+{
+  "cluster.info": {"ok": true, "driver": "local:/srv/kelpie-cluster", "status": "running",
+    "cluster_uuid": "c0ffee00-0000-4000-8000-000000000000", "epoch": 4, "copies": 3,
+    "min_copies": 2, "zones": 2, "storage_nodes": 3, "gateways": 1,
+    "warnings": ["only 2 zones: objects keep 2 of 3 copies", "node 9a8b7c6d is down"],
+    "history": [
+      {"epoch": 1, "created_unix_ms": 1700000000123, "reason": "format", "nodes": ["a", "b"]},
+      {"epoch": 4, "created_unix_ms": 1700000100000, "reason": "join c", "nodes": ["a", "b", "c"]}],
+    "history_omitted": 0},
+  "node.list": {"ok": true, "nodes": [
+    {"id": "0f1e2d3c-0000-4000-8000-000000000001", "address": "10.0.0.1:7100",
+     "nbd_address": "10.0.0.1:10809", "admin_address": "10.0.0.1:7000", "zone": "rack-a",
+     "vnodes": 128, "gateway": false, "status": "up", "capacity_bytes": 1099511627776,
+     "used_bytes": 3221225472, "objects": 768},
+    {"id": "9a8b7c6d-0000-4000-8000-000000000002", "address": "10.0.0.2:7100",
+     "nbd_address": "", "admin_address": "10.0.0.2:7000", "zone": "", "vnodes": 0,
+     "gateway": true, "status": "gateway", "capacity_bytes": 0, "used_bytes": 0, "objects": 0}]},
+  "node.recovery": {"ok": true, "nodes": [
+    {"node": "0f1e2d3c-0000-4000-8000-000000000001", "epoch": 4, "state": "recovering",
+     "to_recover": 120, "done": 30, "rate_mib_s": 12.5}]},
+  "node.kill": {"ok": true},
+  "cluster.shutdown": {"ok": true},
+  "cluster.recover_force": {"ok": true},
+  "cluster.check": {"ok": true, "objects_checked": 10, "copies_checked": 30, "repaired": 0,
+    "issues": [
+      {"object": "00000001000000a0", "vdi": "disk", "node": "0f1e2d3c-0000-4000-8000-000000000001",
+       "problem": "missing copy", "repaired": false},
+      {"object": "00000001000000a1", "vdi": "disk", "node": "", "problem": "differs",
+       "repaired": false}],
+    "issues_omitted": 0}
+}
+JSON
+: >"$T/requests.log"
+"$SYS_PYTHON" "$T/fake_admin.py" "$T/fake.port" "$T/replies.json" "$T/requests.log" &
+KD_PIDS+=("$!")
+poll_until 10 test -s "$T/fake.port" || fail "the fake admin server did not start"
+F=(--addr "127.0.0.1:$(cat "$T/fake.port")")
+fk() { "$KELPIE" "${F[@]}" "$@"; }
+last_request() { tail -1 "$T/requests.log"; }
+# set_reply OP PYTHON_EXPRESSION: replies[OP] = the expression (old reply: `r`).
+set_reply() {
+  "$SYS_PYTHON" - "$T/replies.json" "$1" "$2" <<'PY'
+import json, sys
+path, op, expr = sys.argv[1:4]
+replies = json.load(open(path))
+r = replies.get(op)
+replies[op] = eval(expr)
+json.dump(replies, open(path, "w"))
+PY
+}
+
+fk cluster info >"$T/info"
+for line in "driver:       local:/srv/kelpie-cluster" "status:       running" \
+  "cluster uuid: c0ffee00-0000-4000-8000-000000000000" "epoch:        4" "copies:       3" \
+  "min copies:   2" "zones:        2" "nodes:        3" "gateways:     1" \
+  "warning: only 2 zones: objects keep 2 of 3 copies" "warning: node 9a8b7c6d is down"; do
+  grep -qxF "$line" "$T/info" || fail "cluster info lacks '$line': $(cat "$T/info")"
+done
+grep -Eqx 'EPOCH +TIME +REASON +NODES' "$T/info" || fail "cluster info: no history header"
+grep -Eqx '1 +2023-11-14 22:13:20 UTC +format +2' "$T/info" || fail "cluster info: epoch 1 row"
+grep -Eqx '4 +2023-11-14 22:15:00 UTC +join c +3' "$T/info" || fail "cluster info: epoch 4 row"
+check_json "$(fk cluster info --json)" \
+  'sorted(doc) == sorted(["driver", "status", "cluster_uuid", "epoch", "copies", "min_copies", "zones", "storage_nodes", "gateways", "warnings", "history"])' \
+  'doc["history"][0] == {"epoch": 1, "created_unix_ms": 1700000000123, "reason": "format", "nodes": ["a", "b"]}' \
+  || fail "cluster info --json"
+
+set_reply cluster.format 'replies["cluster.info"]'
+fk cluster format | grep -qxF "status:       running" || fail "cluster format prints no summary"
+check_json "$(last_request)" 'doc == {"op": "cluster.format", "copies": 3, "min_copies": 2}' ||
+  fail "cluster format defaults: $(last_request)"
+fk cluster format --copies 1 >/dev/null
+check_json "$(last_request)" 'doc["copies"] == 1 and doc["min_copies"] == 1' ||
+  fail "cluster format --copies 1: $(last_request)"
+fk cluster format --copies 8 --min-copies 5 --json >/dev/null
+check_json "$(last_request)" 'doc["copies"] == 8 and doc["min_copies"] == 5' ||
+  fail "cluster format --copies 8 --min-copies 5: $(last_request)"
+
+fk node list >"$T/nodes"
+grep -Eqx 'ID +ADDRESS +ZONE +VNODES +CAPACITY +USED +OBJECTS +STATUS' "$T/nodes" ||
+  fail "node list header: $(cat "$T/nodes")"
+grep -Eqx '0f1e2d3c +10\.0\.0\.1:7100 +rack-a +128 +1 TiB +3 GiB +768 +up' "$T/nodes" ||
+  fail "node list row: $(cat "$T/nodes")"
+grep -Eqx '9a8b7c6d +10\.0\.0\.2:7100 +- +0 +0 B +0 B +0 +gateway' "$T/nodes" ||
+  fail "node list gateway row: $(cat "$T/nodes")"
+check_json "$(fk node list --json)" 'len(doc) == 2' \
+  'doc[0]["id"] == "0f1e2d3c-0000-4000-8000-000000000001" and doc[1]["gateway"] is True' \
+  'sorted(doc[0]) == sorted(["id", "address", "nbd_address", "admin_address", "zone", "vnodes", "gateway", "status", "capacity_bytes", "used_bytes", "objects"])' \
+  || fail "node list --json"
+
+fk node recovery | grep -Eqx '0f1e2d3c +4 +recovering +30/120 +12\.5 MiB/s' ||
+  fail "node recovery: $(fk node recovery)"
+check_json "$(fk node recovery --json)" 'doc[0]["rate_mib_s"] == 12.5 and doc[0]["done"] == 30' ||
+  fail "node recovery --json"
+
+[ -z "$(fk node kill 0f1e)" ] || fail "node kill printed something"
+check_json "$(last_request)" 'doc == {"op": "node.kill", "id": "0f1e"}' || fail "node kill request"
+fk cluster shutdown
+check_json "$(last_request)" 'doc == {"op": "cluster.shutdown"}' || fail "cluster shutdown request"
+fk cluster recover force
+check_json "$(last_request)" 'doc == {"op": "cluster.recover_force"}' || fail "recover force request"
+
+# check: problems left exit 1 after printing the report.
+status=0
+fk cluster check >"$T/check" 2>"$T/stderr" || status=$?
+[ "$status" = 1 ] || fail "cluster check with problems: exit status $status"
+[ "$(cat "$T/stderr")" = "kelpie: 2 problems not repaired (run with --repair)" ] ||
+  fail "cluster check stderr: $(cat "$T/stderr")"
+printf '%s\n' "10 objects, 30 copies checked" "00000001000000a0 0f1e2d3c missing copy" \
+  "00000001000000a1 - differs" "2 problems, 0 repaired" | diff - "$T/check" ||
+  fail "cluster check output"
+check_json "$(last_request)" 'doc == {"op": "cluster.check", "vdi": "", "repair": False}' ||
+  fail "cluster check request: $(last_request)"
+status=0
+fk vdi check disk --json >"$T/check" 2>"$T/stderr" || status=$?
+[ "$status" = 1 ] || fail "vdi check --json with problems: exit status $status"
+check_json "$(cat "$T/check")" 'doc["objects_checked"] == 10 and len(doc["issues"]) == 2' \
+  'sorted(doc) == ["copies_checked", "issues", "objects_checked", "repaired"]' ||
+  fail "vdi check --json"
+check_json "$(last_request)" 'doc == {"op": "cluster.check", "vdi": "disk", "repair": False}' ||
+  fail "vdi check request: $(last_request)"
+# One repaired, one not.
+set_reply cluster.check 'dict(r, repaired=1, issues=[dict(r["issues"][0], repaired=True), r["issues"][1]])'
+status=0
+fk cluster check --repair >"$T/check" 2>"$T/stderr" || status=$?
+[ "$status" = 1 ] || fail "cluster check --repair, one left: exit status $status"
+[ "$(cat "$T/stderr")" = "kelpie: 1 problem not repaired" ] ||
+  fail "cluster check --repair stderr: $(cat "$T/stderr")"
+grep -qxF "00000001000000a0 0f1e2d3c missing copy repaired" "$T/check" || fail "repaired line"
+grep -qxF "2 problems, 1 repaired" "$T/check" || fail "repair summary: $(cat "$T/check")"
+check_json "$(last_request)" 'doc["repair"] is True' || fail "--repair not sent"
+# Everything repaired: exit 0.
+set_reply cluster.check 'dict(r, repaired=2, issues=[dict(i, repaired=True) for i in r["issues"]])'
+fk vdi check disk --repair >"$T/check" || fail "vdi check --repair, all repaired: exit status $?"
+tail -1 "$T/check" | grep -qxF "2 problems, 2 repaired" || fail "all repaired: $(cat "$T/check")"
+# No problems.
+set_reply cluster.check 'dict(r, repaired=0, issues=[])'
+[ "$(fk cluster check)" = "10 objects, 30 copies checked: no problems" ] ||
+  fail "clean check: $(fk cluster check)"
+# Issues the daemon left out of its reply still count.
+set_reply cluster.check 'dict(r, repaired=0, issues=[], issues_omitted=5)'
+status=0
+fk cluster check >"$T/check" 2>"$T/stderr" || status=$?
+[ "$status" = 1 ] || fail "omitted issues: exit status $status"
+grep -qxF "(5 more problems not shown)" "$T/check" || fail "omitted issues: $(cat "$T/check")"
+[ "$(cat "$T/stderr")" = "kelpie: 5 problems not repaired (run with --repair)" ] ||
+  fail "omitted issues stderr: $(cat "$T/stderr")"
+# A malformed reply is an error naming the daemon.
+set_reply node.list '{"ok": True, "nodes": [dict(r["nodes"][0], id=5)]}'
+expect_error 1 "malformed reply from kelpied at ${F[1]}: field 'id' must be a string" \
+  "${F[@]}" node list
+
 kill -0 "$KD_PID" || fail "kelpied died"
 echo PASS

@@ -109,4 +109,9 @@ Result<Superblock> load_or_create_superblock(const std::string& data_dir) {
   return sb;
 }
 
+Status save_superblock(const std::string& data_dir, const Superblock& superblock) {
+  std::vector<uint8_t> bytes = encode(superblock);
+  return write_file_atomically(data_dir, kFileName, bytes.data(), bytes.size());
+}
+
 }  // namespace kelpie

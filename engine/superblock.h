@@ -32,6 +32,9 @@ struct Superblock {
 // EINVAL with a clear message for a damaged or foreign file; ENOTSUP for a newer format.
 Result<Superblock> load_or_create_superblock(const std::string& data_dir);
 
+// Rewrites DIR/superblock (e.g. to record the cluster UUID after a format).
+Status save_superblock(const std::string& data_dir, const Superblock& superblock);
+
 // Writes `path` atomically: temporary file, fsync, rename, fsync of the directory.
 Status write_file_atomically(const std::string& dir, const std::string& name, const void* data,
                              size_t size);

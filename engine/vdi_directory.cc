@@ -26,7 +26,79 @@ std::pair<std::string, std::string> split_snapshot_name(const std::string& text)
 }
 
 VdiDirectory::VdiDirectory(std::string data_dir, ObjectStore& store, const ReactorPool& reactors)
-    : data_dir_(std::move(data_dir)), store_(store), reactors_(reactors) {}
+    : VdiDirectory(make_file_directory_backing(data_dir, kFileName, false), store, reactors) {}
+
+VdiDirectory::VdiDirectory(std::unique_ptr<DirectoryBacking> backing, ObjectStore& store,
+                           const ReactorPool& reactors)
+    : backing_(std::move(backing)), store_(store), reactors_(reactors) {}
+
+VdiDirectory::Control::Control(VdiDirectory& directory)
+    : directory_(directory), control_(directory.control_mutex_) {
+  status_ = directory_.backing_->lock();
+  if (!status_) return;
+  locked_ = true;
+  Result<std::string> text = directory_.backing_->read();
+  if (!text) {
+    status_ = text.status();
+    return;
+  }
+  if (*text != directory_.loaded_text_) status_ = directory_.reconcile(*text);
+}
+
+VdiDirectory::Control::~Control() {
+  if (locked_) directory_.backing_->unlock();
+}
+
+Result<uint64_t> VdiDirectory::next_generation() {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  std::lock_guard lock(mutex_);
+  ++generation_;
+  if (Status st = save_locked(); !st) return st;
+  return generation_;
+}
+
+void VdiDirectory::set_cluster_identity(std::string self,
+                                        std::function<bool(const std::string&)> alive) {
+  std::lock_guard lock(mutex_);
+  self_node_ = std::move(self);
+  alive_ = std::move(alive);
+}
+
+Status VdiDirectory::check_not_written_elsewhere(const std::string& name, const Entry& entry) const {
+  if (entry.writer.empty() || entry.writer == self_node_) return Status::ok();
+  if (alive_ && !alive_(entry.writer)) return Status::ok();
+  return Status::error(EBUSY, "VDI '" + name + "' is attached for writing through node " +
+                                  entry.writer + "; detach it there first");
+}
+
+Result<uint64_t> VdiDirectory::lock_writer(const std::string& name) {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(name);
+  if (it == entries_.end()) return not_found(name);
+  if (Status st = check_not_written_elsewhere(name, it->second); !st) return st;
+  it->second.writer = self_node_;
+  ++generation_;
+  if (Status st = save_locked(); !st) return st;
+  return generation_;
+}
+
+Status VdiDirectory::unlock_writer(const std::string& name) {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  std::lock_guard lock(mutex_);
+  auto it = entries_.find(name);
+  if (it == entries_.end() || it->second.writer != self_node_) return Status::ok();
+  it->second.writer.clear();
+  return save_locked();
+}
+
+Status VdiDirectory::refresh() {
+  Control control(*this);
+  return control.status();
+}
 
 // ---- persistence -------------------------------------------------------------
 
@@ -43,41 +115,88 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::load_vdi(VdiId id, VdiId family, bool
 }
 
 Status VdiDirectory::open() {
-  std::string path = data_dir_ + "/" + kFileName;
-  std::ifstream in(path);
-  if (!in) return Status::ok();  // a new node: no VDIs yet
-  std::stringstream text;
-  text << in.rdbuf();
-  nlohmann::json doc = nlohmann::json::parse(text.str(), nullptr, false);
-  if (doc.is_discarded() || !doc.is_object() || doc.value("version", 0) != kDirectoryVersion) {
-    return Status::error(EINVAL, path + " is damaged or of an unknown version");
+  {
+    Control control(*this);
+    if (!control.status()) return control.status();
   }
-  next_id_ = doc.value("next_id", 1u);
+  KELPIE_LOG_INFO("loaded {} VDIs", entries_.size());
+  bool pending;
+  {
+    std::lock_guard lock(mutex_);
+    pending = !reclaims_.empty();
+  }
+  if (pending) {
+    Control control(*this);
+    if (!control.status()) return control.status();
+    KELPIE_LOG_INFO("resuming reclaim of {} deleted VDIs/snapshots", reclaims_.size());
+    return reclaim_pending();
+  }
+  return Status::ok();
+}
+
+Status VdiDirectory::reconcile(const std::string& text) {
+  if (text.empty()) {
+    loaded_text_ = text;
+    return Status::ok();
+  }
+  nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || doc.value("version", 0) != kDirectoryVersion) {
+    return Status::error(EINVAL, "the VDI directory is damaged or of an unknown version");
+  }
+  std::map<std::string, Entry> entries;
+  std::vector<Reclaim> reclaims;
+  std::vector<Reclaim> retained;
   for (const auto& item : doc.value("reclaim", nlohmann::json::array())) {
-    reclaims_.push_back({item.value("id", 0u), item.value("family", 0u)});
+    reclaims.push_back({item.value("id", 0u), item.value("family", 0u)});
   }
   for (const auto& item : doc.value("retained", nlohmann::json::array())) {
-    retained_.push_back({item.value("id", 0u), item.value("family", 0u)});
+    retained.push_back({item.value("id", 0u), item.value("family", 0u)});
   }
+  // Keep the VDI objects this node already has for ids that did not change and are
+  // attached here (their gateway is this node: nobody else changed them); load the
+  // others afresh, so a resize or a new head made elsewhere is seen.
+  auto known = [&](VdiId id, bool attached_only) -> std::shared_ptr<Vdi> {
+    std::lock_guard lock(mutex_);
+    for (const auto& [name, entry] : entries_) {
+      if (entry.head->id() == id && (!attached_only || entry.head->attached.load() > 0)) {
+        return entry.head;
+      }
+      for (const auto& snap : entry.snapshots)
+        if (snap->id() == id) return snap;
+    }
+    return nullptr;
+  };
   for (const auto& item : doc.value("vdis", nlohmann::json::array())) {
     std::string name = item.value("name", "");
     VdiId family = item.value("family", 0u);
-    auto head = load_vdi(item.value("id", 0u), family, false);
-    if (!head) return Status::error(EIO, "VDI '" + name + "': " + head.status().message());
-    Entry entry{*head, {}, item.value("restored_from", "")};
-    for (const auto& snap : item.value("snapshots", nlohmann::json::array())) {
-      auto vdi = load_vdi(snap.value("id", 0u), family, true);
-      if (!vdi) return Status::error(EIO, "snapshot of '" + name + "': " + vdi.status().message());
-      entry.snapshots.push_back(*vdi);
+    VdiId head_id = item.value("id", 0u);
+    std::shared_ptr<Vdi> head = known(head_id, true);
+    if (!head) {
+      auto loaded = load_vdi(head_id, family, false);
+      if (!loaded) return Status::error(EIO, "VDI '" + name + "': " + loaded.status().message());
+      head = *loaded;
     }
-    entries_[name] = std::move(entry);
+    Entry entry{head, {}, item.value("restored_from", ""), item.value("writer", "")};
+    for (const auto& snap : item.value("snapshots", nlohmann::json::array())) {
+      VdiId snap_id = snap.value("id", 0u);
+      std::shared_ptr<Vdi> vdi = known(snap_id, false);
+      if (!vdi) {
+        auto loaded = load_vdi(snap_id, family, true);
+        if (!loaded) return Status::error(EIO, "snapshot of '" + name + "': " + loaded.status().message());
+        vdi = *loaded;
+      }
+      entry.snapshots.push_back(vdi);
+    }
+    entries[name] = std::move(entry);
   }
-  KELPIE_LOG_INFO("loaded {} VDIs", entries_.size());
-  if (!reclaims_.empty()) {
-    KELPIE_LOG_INFO("resuming reclaim of {} deleted VDIs/snapshots", reclaims_.size());
-    std::lock_guard control(control_mutex_);
-    return reclaim_pending();
-  }
+  std::lock_guard lock(mutex_);
+  next_id_ = doc.value("next_id", 1u);
+  serial_ = doc.value("serial", uint64_t{0});
+  generation_ = doc.value("generation", uint64_t{0});
+  entries_ = std::move(entries);
+  reclaims_ = std::move(reclaims);
+  retained_ = std::move(retained);
+  loaded_text_ = text;
   return Status::ok();
 }
 
@@ -85,10 +204,13 @@ Status VdiDirectory::save_locked() {
   nlohmann::json doc;
   doc["version"] = kDirectoryVersion;
   doc["next_id"] = next_id_;
+  doc["serial"] = ++serial_;
+  doc["generation"] = generation_;
   doc["vdis"] = nlohmann::json::array();
   for (const auto& [name, entry] : entries_) {
     nlohmann::json item = {{"name", name}, {"id", entry.head->id()}, {"family", entry.head->family()}};
     if (!entry.restored_from.empty()) item["restored_from"] = entry.restored_from;
+    if (!entry.writer.empty()) item["writer"] = entry.writer;
     item["snapshots"] = nlohmann::json::array();
     for (const auto& snap : entry.snapshots) {
       item["snapshots"].push_back({{"tag", snap->tag()}, {"id", snap->id()}});
@@ -100,7 +222,9 @@ Status VdiDirectory::save_locked() {
   doc["retained"] = nlohmann::json::array();
   for (const Reclaim& r : retained_) doc["retained"].push_back({{"id", r.id}, {"family", r.family}});
   std::string text = doc.dump(1) + "\n";
-  return write_file_atomically(data_dir_, kFileName, text.data(), text.size());
+  Status st = backing_->write(text);
+  if (st) loaded_text_ = std::move(text);
+  return st;
 }
 
 // ---- lookups -----------------------------------------------------------------
@@ -164,7 +288,8 @@ Status VdiDirectory::validate_size(uint64_t size_bytes, uint32_t object_shift) {
 
 Result<std::shared_ptr<Vdi>> VdiDirectory::create(const std::string& name, uint64_t size_bytes,
                                                   uint32_t object_shift) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   if (Status st = validate_vdi_name(name); !st.is_ok()) return st;
   if (Status st = validate_size(size_bytes, object_shift); !st.is_ok()) return st;
   VdiId id;
@@ -196,19 +321,28 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::create(const std::string& name, uint6
 }
 
 Status VdiDirectory::resize(const std::string& name, uint64_t size_bytes) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   if (name.find('@') != std::string::npos) return Status::error(EINVAL, "a snapshot cannot be resized");
   std::shared_ptr<Vdi> vdi = find(name);
   if (!vdi) return not_found(name);
+  {
+    std::lock_guard lock(mutex_);
+    if (Status st = check_not_written_elsewhere(name, entries_.at(name)); !st) return st;
+  }
   if (Status st = validate_size(size_bytes, vdi->object_shift()); !st.is_ok()) return st;
   if (size_bytes < vdi->size() && vdi->attached.load() > 0) {
     return Status::error(EBUSY, "VDI '" + name + "' is attached; shrinking needs it detached");
   }
-  return reactors_.at(0).block_on(vdi->resize(size_bytes));
+  Status st = reactors_.at(0).block_on(vdi->resize(size_bytes));
+  if (!st) return st;
+  std::lock_guard lock(mutex_);
+  return save_locked();  // a new serial: other nodes reload the inode
 }
 
 Status VdiDirectory::set_restored_from(const std::string& name, const std::string& identity) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   std::lock_guard lock(mutex_);
   auto it = entries_.find(name);
   if (it == entries_.end()) return not_found(name);
@@ -219,7 +353,8 @@ Status VdiDirectory::set_restored_from(const std::string& name, const std::strin
 // ---- snapshots, clones, rollback ------------------------------------------------
 
 Result<VdiDirectory::Listed> VdiDirectory::snapshot(const std::string& name, const std::string& requested_tag) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   if (name.find('@') != std::string::npos) {
     return Status::error(EINVAL, "'" + name + "' is a snapshot; snapshot its VDI instead");
   }
@@ -231,6 +366,7 @@ Result<VdiDirectory::Listed> VdiDirectory::snapshot(const std::string& name, con
     std::lock_guard lock(mutex_);
     auto it = entries_.find(name);
     if (it == entries_.end()) return not_found(name);
+    if (Status st = check_not_written_elsewhere(name, it->second); !st) return st;
     head = it->second.head;
     snapshot_number = static_cast<uint32_t>(it->second.snapshots.size()) + 1;
     for (const auto& snap : it->second.snapshots)
@@ -287,7 +423,8 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::make_head_from(const Vdi& snapshot, c
 }
 
 Result<VdiDirectory::Listed> VdiDirectory::clone(const std::string& snapshot, const std::string& new_name) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   if (snapshot.find('@') == std::string::npos) {
     return Status::error(EINVAL, "'" + snapshot + "' is not a snapshot (expected NAME@TAG)");
   }
@@ -308,7 +445,8 @@ Result<VdiDirectory::Listed> VdiDirectory::clone(const std::string& snapshot, co
 }
 
 Result<VdiDirectory::Listed> VdiDirectory::rollback(const std::string& snapshot) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   auto [name, tag] = split_snapshot_name(snapshot);
   if (snapshot.find('@') == std::string::npos) {
     return Status::error(EINVAL, "'" + snapshot + "' is not a snapshot (expected NAME@TAG)");
@@ -316,6 +454,10 @@ Result<VdiDirectory::Listed> VdiDirectory::rollback(const std::string& snapshot)
   std::shared_ptr<Vdi> source = find(snapshot);
   if (!source) return Status::error(ENOENT, "snapshot '" + snapshot + "' not found");
   std::shared_ptr<Vdi> old_head = find(name);
+  {
+    std::lock_guard lock(mutex_);
+    if (Status st = check_not_written_elsewhere(name, entries_.at(name)); !st) return st;
+  }
   if (old_head->attached.load() > 0) {
     return Status::error(EBUSY, "VDI '" + name + "' is attached; rollback needs it detached");
   }
@@ -341,13 +483,15 @@ Result<VdiDirectory::Listed> VdiDirectory::rollback(const std::string& snapshot)
 // ---- delete and reclaim ---------------------------------------------------------
 
 Status VdiDirectory::remove(const std::string& text) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   auto [name, tag] = split_snapshot_name(text);
   {
     std::lock_guard lock(mutex_);
     auto it = entries_.find(name);
     if (it == entries_.end()) return not_found(name);
     Entry& entry = it->second;
+    if (Status st = check_not_written_elsewhere(name, entry); !st) return st;
     auto busy = [](const std::shared_ptr<Vdi>& v) { return v->attached.load() > 0; };
     if (text.find('@') != std::string::npos) {
       auto snap = std::find_if(entry.snapshots.begin(), entry.snapshots.end(),
@@ -468,7 +612,8 @@ Task<Result<size_t>> VdiDirectory::reclaim_one(Reclaim target, std::vector<std::
 
 Result<std::vector<std::pair<uint64_t, uint64_t>>> VdiDirectory::changed_extents(const std::string& to,
                                                                                  const std::string& from) {
-  std::lock_guard control(control_mutex_);
+  Control control(*this);
+  if (!control.status()) return control.status();
   if (to.find('@') == std::string::npos) return Status::error(EINVAL, "'" + to + "' is not a snapshot (expected NAME@TAG)");
   std::shared_ptr<Vdi> target = find(to);
   if (!target) return Status::error(ENOENT, "snapshot '" + to + "' not found");

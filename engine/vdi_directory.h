@@ -4,8 +4,10 @@
 //  - Control-plane calls are synchronous, serialized, and made from non-reactor
 //    threads; their I/O runs on reactor 0. find() and list() may be called from
 //    anywhere (a short mutex, never held across I/O).
-//  - "vdis.json" is rewritten atomically after what it names is durable (target
-//    before pointer). VDI ids come from a persistent counter and are never reused;
+//  - The document ("vdis.json" on one node; shared state in a cluster, see
+//    DirectoryBacking) is rewritten atomically after what it names is durable
+//    (target before pointer). Every control operation first reconciles the latest
+//    document, so operations made on other nodes are seen. VDI ids come from a persistent counter and are never reused;
 //    rollback and clone make new ids.
 //  - Snapshot works while NBD clients write: the head's writes are stopped and
 //    drained (WriteGate), the head continues under a new id, and the old id is frozen.
@@ -17,6 +19,7 @@
 //    is the single-node implementation of that role.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -24,11 +27,22 @@
 #include <vector>
 
 #include "common/status.h"
+#include "engine/directory_backing.h"
 #include "engine/object_store.h"
 #include "engine/reactor_pool.h"
 #include "engine/vdi.h"
 
 namespace kelpie {
+
+// How NBD attaches are admitted (a cluster: one writing gateway per VDI, recorded in
+// the directory). Called on the connection's reactor; an error refuses the attach
+// with its message. Without a policy every attach is admitted.
+class AttachPolicy {
+ public:
+  virtual ~AttachPolicy() = default;
+  virtual Task<Status> attach(const std::string& name, std::shared_ptr<Vdi> vdi) = 0;
+  virtual Task<void> detach(const std::string& name, std::shared_ptr<Vdi> vdi) = 0;
+};
 
 class VdiDirectory {
  public:
@@ -38,9 +52,29 @@ class VdiDirectory {
     std::string restored_from;
   };
 
+  // One node: "vdis.json" in data_dir.
   VdiDirectory(std::string data_dir, ObjectStore& store, const ReactorPool& reactors);
+  // Anywhere else (a cluster keeps it in shared state, ordered cluster-wide).
+  VdiDirectory(std::unique_ptr<DirectoryBacking> backing, ObjectStore& store,
+               const ReactorPool& reactors);
 
   Status open();
+  // Picks up changes other nodes made (after a change notice). Non-reactor thread.
+  Status refresh();
+  // A new writer generation: a cluster-wide counter, raised by every caller, so a
+  // later writer's object versions are above every earlier writer's.
+  Result<uint64_t> next_generation();
+
+  // Cluster attach bookkeeping. `self` is this node's id; `alive(id)` says whether a
+  // node is a live member. A VDI whose writer is another live node refuses snapshot,
+  // rollback, delete and resize here with EBUSY naming that node.
+  void set_cluster_identity(std::string self, std::function<bool(const std::string&)> alive);
+  void set_attach_policy(AttachPolicy* policy) { attach_policy_ = policy; }
+  AttachPolicy* attach_policy() const { return attach_policy_; }
+  // Records this node as NAME's writer with a new generation (returned). EBUSY if
+  // another live node is its writer.
+  Result<uint64_t> lock_writer(const std::string& name);
+  Status unlock_writer(const std::string& name);
   Result<std::shared_ptr<Vdi>> create(const std::string& name, uint64_t size_bytes,
                                       uint32_t object_shift);
   // tag empty: the next free number.
@@ -68,12 +102,31 @@ class VdiDirectory {
     std::shared_ptr<Vdi> head;
     std::vector<std::shared_ptr<Vdi>> snapshots;  // oldest first
     std::string restored_from;
+    std::string writer;  // node attached for writing ("" = none; clusters only)
   };
+  // EBUSY when another live node writes `entry`.
+  Status check_not_written_elsewhere(const std::string& name, const Entry& entry) const;
   struct Reclaim {
     VdiId id;
     VdiId family;
   };
 
+  // One control operation: the control mutex, the backing's lock, and the latest
+  // document reconciled into memory.
+  class Control {
+   public:
+    explicit Control(VdiDirectory& directory);
+    ~Control();
+    const Status& status() const { return status_; }
+
+   private:
+    VdiDirectory& directory_;
+    std::lock_guard<std::mutex> control_;
+    bool locked_ = false;
+    Status status_;
+  };
+
+  Status reconcile(const std::string& text);
   Status save_locked();
   Status reclaim_pending();
   // Frees target's unreferenced objects; returns how many it had to keep.
@@ -84,7 +137,13 @@ class VdiDirectory {
   std::shared_ptr<Vdi> find_locked(const std::string& name) const;
   static Status validate_size(uint64_t size_bytes, uint32_t object_shift);
 
-  std::string data_dir_;
+  std::unique_ptr<DirectoryBacking> backing_;
+  std::string loaded_text_;  // the document entries_ reflects
+  uint64_t serial_ = 0;
+  uint64_t generation_ = 0;
+  std::string self_node_;
+  std::function<bool(const std::string&)> alive_;
+  AttachPolicy* attach_policy_ = nullptr;
   ObjectStore& store_;
   const ReactorPool& reactors_;
   mutable std::mutex mutex_;

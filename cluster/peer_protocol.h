@@ -22,6 +22,7 @@
 
 #include "common/status.h"
 #include "common/uuid.h"
+#include "engine/buffer.h"
 #include "engine/object_id.h"
 #include "engine/object_version.h"
 
@@ -82,14 +83,15 @@ struct ListedObject {
   uint32_t object_size = 0;
 };
 
-// One reply. For kRead/kFetchObject/kAdmin `data` holds the bytes; for kListObjects
-// `objects`; on error `message` may explain.
+// One reply. For kRead/kFetchObject/kAdmin `data` holds the bytes (a pooled
+// Buffer; empty when a kRead was received straight into the caller's span); for
+// kListObjects `objects`; on error `message` may explain.
 struct PeerReply {
   int32_t status = 0;
   uint64_t epoch = 0;
   ObjectVersion version;
   uint32_t object_size = 0;
-  std::vector<uint8_t> data;
+  Buffer data;
   std::vector<ListedObject> objects;
   std::string message;
 };

@@ -47,6 +47,11 @@ io_uring_sqe* Reactor::get_sqe(Completion* completion) {
   return sqe;
 }
 
+void Reactor::reserve_sqes(unsigned count) {
+  KELPIE_ASSERT(current_reactor == this);
+  if (io_uring_sq_space_left(&ring_) < count) io_uring_submit(&ring_);
+}
+
 void Reactor::arm_eventfd_read() {
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
   while (sqe == nullptr) {
@@ -129,6 +134,7 @@ void Reactor::run() {
         rearm = true;
         continue;
       }
+      if (cqe->user_data == 0) continue;  // nobody waits (a cancellation, a linked timeout)
       auto* completion = reinterpret_cast<Completion*>(cqe->user_data);
       completion->result = cqe->res;
       ready_.push_back(completion->handle);

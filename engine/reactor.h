@@ -13,12 +13,15 @@
 //    `co_await switch_to(r)` moves the awaiting coroutine onto reactor r.
 //  - block_on() lets a non-reactor thread (admin, main) run a Task on a reactor and
 //    wait for its result.
+//  - Time: sleep_for() and Timer (IORING_OP_TIMEOUT) wait on the current reactor
+//    without a thread; async_connect() bounds a connect with a linked timeout.
 #pragma once
 
 #include <liburing.h>
 #include <sys/socket.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <coroutine>
 #include <cstdint>
@@ -54,12 +57,17 @@ class Reactor {
   // pending I/O of other coroutines goes first. Only on this reactor's thread.
   void defer(std::coroutine_handle<> h) { deferred_.push_back(h); }
 
-  // Prepares an SQE whose completion resumes `completion`. Only on this reactor's thread.
+  // Prepares an SQE whose completion resumes `completion`; with nullptr nobody
+  // waits and the CQE is dropped (cancellations, linked timeouts). Only on this
+  // reactor's thread.
   struct Completion {
     std::coroutine_handle<> handle;
     int result = 0;
   };
   io_uring_sqe* get_sqe(Completion* completion);
+  // Makes sure the next `count` get_sqe() calls land in one submission, so a
+  // linked pair is never split. Only on this reactor's thread.
+  void reserve_sqes(unsigned count);
 
   // Runs `task` on this reactor and waits for it; call only from a non-reactor thread.
   template <typename T>
@@ -133,6 +141,115 @@ inline auto async_sendmsg(int fd, const msghdr* msg) {
 }
 inline auto async_accept(int fd) {
   return uring_op([=](io_uring_sqe* s) { io_uring_prep_accept(s, fd, nullptr, nullptr, SOCK_CLOEXEC); });
+}
+
+inline __kernel_timespec to_kernel_timespec(std::chrono::nanoseconds duration) {
+  if (duration.count() < 0) duration = std::chrono::nanoseconds(0);
+  __kernel_timespec ts{};
+  ts.tv_sec = duration.count() / 1000000000;
+  ts.tv_nsec = duration.count() % 1000000000;
+  return ts;
+}
+
+// Resumes the awaiting coroutine after `duration` (IORING_OP_TIMEOUT).
+class SleepFor {
+ public:
+  explicit SleepFor(std::chrono::nanoseconds duration) : ts_(to_kernel_timespec(duration)) {}
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    completion_.handle = h;
+    Reactor* reactor = Reactor::current();
+    KELPIE_ASSERT(reactor != nullptr);
+    io_uring_prep_timeout(reactor->get_sqe(&completion_), &ts_, 0, 0);
+  }
+  void await_resume() const noexcept {}
+
+ private:
+  __kernel_timespec ts_;
+  Reactor::Completion completion_;
+};
+inline SleepFor sleep_for(std::chrono::nanoseconds duration) { return SleepFor(duration); }
+
+// A one-shot timer that another coroutine on the same reactor may cancel.
+// `co_await timer.wait(d)` yields true when d elapsed, false when cancel() came
+// first. The Timer must outlive the wait (the kernel holds a pointer into it).
+class Timer {
+ public:
+  Timer() = default;
+  Timer(const Timer&) = delete;
+  Timer& operator=(const Timer&) = delete;
+  ~Timer() { KELPIE_ASSERT(!armed_); }
+
+  class Awaiter {
+   public:
+    Awaiter(Timer& timer, std::chrono::nanoseconds duration)
+        : timer_(timer), ts_(to_kernel_timespec(duration)) {}
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) {
+      KELPIE_ASSERT(!timer_.armed_);
+      timer_.completion_.handle = h;
+      timer_.armed_ = true;
+      timer_.reactor_ = Reactor::current();
+      KELPIE_ASSERT(timer_.reactor_ != nullptr);
+      io_uring_prep_timeout(timer_.reactor_->get_sqe(&timer_.completion_), &ts_, 0, 0);
+    }
+    bool await_resume() noexcept {
+      timer_.armed_ = false;
+      return timer_.completion_.result == -ETIME;
+    }
+
+   private:
+    Timer& timer_;
+    __kernel_timespec ts_;
+  };
+  Awaiter wait(std::chrono::nanoseconds duration) { return Awaiter(*this, duration); }
+
+  // Ends a pending wait early (it yields false). No-op when not waiting. Only on
+  // the reactor that armed the timer.
+  void cancel() {
+    if (!armed_) return;
+    KELPIE_ASSERT(Reactor::current() == reactor_);
+    io_uring_prep_timeout_remove(reactor_->get_sqe(nullptr), reinterpret_cast<uint64_t>(&completion_), 0);
+  }
+  bool armed() const { return armed_; }
+
+ private:
+  Reactor::Completion completion_;
+  Reactor* reactor_ = nullptr;
+  bool armed_ = false;
+};
+
+// connect(2) through the ring, given up after `timeout`: yields 0 or -errno, and
+// -ETIMEDOUT when the timeout fired first. `addr` must stay valid until resumed.
+class ConnectOp {
+ public:
+  ConnectOp(int fd, const sockaddr* addr, socklen_t length, std::chrono::nanoseconds timeout)
+      : fd_(fd), addr_(addr), length_(length), ts_(to_kernel_timespec(timeout)) {}
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) {
+    completion_.handle = h;
+    Reactor* reactor = Reactor::current();
+    KELPIE_ASSERT(reactor != nullptr);
+    reactor->reserve_sqes(2);
+    io_uring_sqe* connect = reactor->get_sqe(&completion_);
+    io_uring_prep_connect(connect, fd_, addr_, length_);
+    connect->flags |= IOSQE_IO_LINK;
+    io_uring_prep_link_timeout(reactor->get_sqe(nullptr), &ts_, 0);
+  }
+  int await_resume() const noexcept {
+    return completion_.result == -ECANCELED ? -ETIMEDOUT : completion_.result;
+  }
+
+ private:
+  int fd_;
+  const sockaddr* addr_;
+  socklen_t length_;
+  __kernel_timespec ts_;
+  Reactor::Completion completion_;
+};
+inline ConnectOp async_connect(int fd, const sockaddr* addr, socklen_t length,
+                               std::chrono::nanoseconds timeout) {
+  return ConnectOp(fd, addr, length, timeout);
 }
 
 // Moves the awaiting coroutine onto `target` (no-op when already there).

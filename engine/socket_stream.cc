@@ -1,9 +1,13 @@
 #include "engine/socket_stream.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <cerrno>
-
+#include <cstdlib>
 #include <cstring>
 
 #include "engine/reactor.h"
@@ -110,6 +114,86 @@ Task<Status> SocketStream::write_all(std::span<iovec> iov) {
 Task<Status> SocketStream::write_all(std::span<const uint8_t> bytes) {
   iovec iov{const_cast<uint8_t*>(bytes.data()), bytes.size()};
   co_return co_await write_all(std::span<iovec>(&iov, 1));
+}
+
+Result<SocketAddress> parse_socket_address(const std::string& text) {
+  SocketAddress address;
+  address.text = text;
+  if (text.rfind("unix:", 0) == 0) {
+    std::string path = text.substr(5);
+    auto* un = reinterpret_cast<sockaddr_un*>(&address.storage);
+    if (path.empty()) return Status::error(EINVAL, "address '" + text + "' has no socket path");
+    if (path.size() >= sizeof(un->sun_path)) return Status::error(ENAMETOOLONG, "socket path too long: " + path);
+    un->sun_family = AF_UNIX;
+    std::memcpy(un->sun_path, path.c_str(), path.size() + 1);
+    address.length = sizeof(sockaddr_un);
+    return address;
+  }
+  size_t colon = text.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == text.size()) {
+    return Status::error(EINVAL, "address '" + text + "' is not HOST:PORT or unix:/path");
+  }
+  std::string host = text.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  std::string port_text = text.substr(colon + 1);
+  char* end = nullptr;
+  unsigned long port = std::strtoul(port_text.c_str(), &end, 10);
+  if (*end != '\0' || port > 65535) return Status::error(EINVAL, "address '" + text + "' has an invalid port");
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&address.storage);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&address.storage);
+  if (inet_pton(AF_INET, host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(static_cast<uint16_t>(port));
+    address.length = sizeof(*v4);
+  } else if (inet_pton(AF_INET6, host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(static_cast<uint16_t>(port));
+    address.length = sizeof(*v6);
+  } else {
+    return Status::error(EINVAL, "address '" + text + "': host must be a numeric IP address");
+  }
+  return address;
+}
+
+Result<int> listen_on(const SocketAddress& address, int backlog) {
+  if (address.is_unix()) {
+    ::unlink(reinterpret_cast<const sockaddr_un*>(&address.storage)->sun_path);  // a stale socket
+  }
+  int fd = ::socket(address.storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Status::error(errno, "socket");
+  int one = 1;
+  if (!address.is_unix()) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (::bind(fd, address.get(), address.length) != 0 || ::listen(fd, backlog) != 0) {
+    int err = errno;
+    ::close(fd);
+    return Status::error(err, "cannot listen on " + address.text);
+  }
+  return fd;
+}
+
+std::string bound_address(int fd) {
+  sockaddr_storage storage{};
+  socklen_t length = sizeof(storage);
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&storage), &length) != 0) return {};
+  char host[INET6_ADDRSTRLEN] = {};
+  switch (storage.ss_family) {
+    case AF_UNIX:
+      return std::string("unix:") + reinterpret_cast<sockaddr_un*>(&storage)->sun_path;
+    case AF_INET: {
+      auto* v4 = reinterpret_cast<sockaddr_in*>(&storage);
+      inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+      return std::string(host) + ":" + std::to_string(ntohs(v4->sin_port));
+    }
+    case AF_INET6: {
+      auto* v6 = reinterpret_cast<sockaddr_in6*>(&storage);
+      inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+      std::string text = "[";  // built by append: GCC 12 warns falsely on "[" + std::string&&
+      text.append(host).append("]:").append(std::to_string(ntohs(v6->sin6_port)));
+      return text;
+    }
+    default:
+      return {};
+  }
 }
 
 }  // namespace kelpie

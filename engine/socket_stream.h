@@ -6,9 +6,11 @@
 // iovec or fails; callers serialize writers (one reply at a time).
 #pragma once
 
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <span>
+#include <string>
 
 #include "common/status.h"
 #include "engine/buffer.h"
@@ -34,5 +36,23 @@ class SocketStream {
   size_t start_ = 0;
   size_t end_ = 0;
 };
+
+// A socket address from "HOST:PORT" (numeric IPv4, or [IPv6]) or "unix:/path".
+struct SocketAddress {
+  sockaddr_storage storage{};
+  socklen_t length = 0;
+  std::string text;
+  bool is_unix() const { return storage.ss_family == AF_UNIX; }
+  const sockaddr* get() const { return reinterpret_cast<const sockaddr*>(&storage); }
+};
+// EINVAL (or ENAMETOOLONG) with a message naming the text when it can't be parsed.
+Result<SocketAddress> parse_socket_address(const std::string& text);
+
+// A listening stream socket on `address` (SO_REUSEADDR; a stale Unix socket file
+// is unlinked first). The error names the address.
+Result<int> listen_on(const SocketAddress& address, int backlog = 128);
+
+// The address a socket is bound to, in parse_socket_address() form (port 0 resolved).
+std::string bound_address(int fd);
 
 }  // namespace kelpie

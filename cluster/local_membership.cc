@@ -449,7 +449,9 @@ Status LocalMembership::join(const MemberInfo& self, Events events) {
     phase_ = Phase::kJoining;
     stopping_ = false;
     deliver_ = false;
+    leaving_ = false;
     last_tick_.reset();
+    heartbeat_since_.reset();
     observed_.clear();
     // The file says "joining" before the heartbeat moves, so nobody takes a
     // restarted member for a running one.
@@ -559,6 +561,27 @@ Status LocalMembership::append_join() {
   return appended.status();
 }
 
+Status LocalMembership::maybe_rejoin() {
+  {
+    std::lock_guard guard(mutex_);
+    if (!rejoin_ready_locked(Clock::now())) return Status::ok();
+  }
+  auto appended = append_epoch(
+      [&](const std::optional<EpochRecord>& last) -> std::optional<EpochRecord> {
+        // Re-checked on the log as it is under the lock: one rejoin per exclusion, and
+        // none once a shutdown was requested (the marker is written under this lock).
+        if (!last || !rejoin_ready_locked(Clock::now()) ||
+            ::access(marker_path_.c_str(), F_OK) == 0) {
+          return std::nullopt;
+        }
+        std::vector<MemberInfo> nodes = last->nodes;
+        nodes.push_back(self_);
+        return successor(*last, "rejoin " + self_id_, std::move(nodes));
+      },
+      false);
+  return appended.status();
+}
+
 Status LocalMembership::try_restart() {
   auto appended = append_epoch(
       [&](const std::optional<EpochRecord>& last) -> std::optional<EpochRecord> {
@@ -588,6 +611,7 @@ void LocalMembership::leave() {
   {
     std::lock_guard guard(mutex_);
     if (phase_ == Phase::kIdle) return;
+    leaving_ = true;  // before our leave epoch: the driver thread must not rejoin after it
     storage = !self_.gateway && phase_ == Phase::kRunning;
   }
   if (storage) {
@@ -830,6 +854,38 @@ bool LocalMembership::dead_locked(const std::string& id, Clock::time_point now) 
   return it == observed_.end() || now - it->second.last_change >= options_.failure_timeout;
 }
 
+bool LocalMembership::heartbeat_moved_locked(const std::string& id, Clock::time_point now) {
+  Result<std::string> counter = read_file(members_dir_ + "/" + id + ".hb", 0, 8);
+  if (!counter || counter->size() != 8) return false;
+  uint64_t value = get_le(counter->data(), 8);
+  auto it = observed_.find(id);
+  if (it == observed_.end() || it->second.counter == value) return false;
+  it->second = Observed{value, now, true};
+  return true;
+}
+
+bool LocalMembership::rejoin_ready_locked(Clock::time_point now) const {
+  if (phase_ != Phase::kRunning || self_.gateway || leaving_ || stopping_ || !deliver_ ||
+      need_join_epoch_ || marker_present_ || shutdown_seen_ || epochs_.empty() || listed_locked()) {
+    return false;
+  }
+  // Told of every epoch up to the last, so it knows it is out (and peers fence it).
+  if (delivered_epoch_ < epochs_.back().epoch) return false;
+  // Its heartbeat has moved long enough for every observer's scan to have seen it,
+  // so nobody fails it again on a counter read before it continued.
+  if (!heartbeat_since_ || now - *heartbeat_since_ < options_.heartbeat_interval) return false;
+  // It judges liveness afresh after a stall: a hung member that continues sees the
+  // others alive only once their counters move again. A node still "joining" may be
+  // waiting after a full stop: its restart epoch comes first.
+  return std::all_of(epochs_.back().nodes.begin(), epochs_.back().nodes.end(),
+                     [&](const MemberInfo& node) {
+                       std::string id = uuid_to_string(node.id);
+                       auto member = members_.find(id);
+                       return alive_locked(id, now) && member != members_.end() &&
+                              member->second.state == "running";
+                     });
+}
+
 bool LocalMembership::listed_locked() const {
   return !epochs_.empty() && lists(epochs_.back(), self_.id);
 }
@@ -931,9 +987,8 @@ void LocalMembership::tick() {
   char counter[8];
   ++heartbeat_counter_;
   for (int i = 0; i < 8; ++i) counter[i] = static_cast<char>(heartbeat_counter_ >> (8 * i));
-  if (::pwrite(heartbeat_fd_, counter, sizeof(counter), 0) != sizeof(counter)) {
-    KELPIE_LOG_ERROR("membership: heartbeat write failed: {}", std::strerror(errno));
-  }
+  bool beat = ::pwrite(heartbeat_fd_, counter, sizeof(counter), 0) == sizeof(counter);
+  if (!beat) KELPIE_LOG_ERROR("membership: heartbeat write failed: {}", std::strerror(errno));
 
   std::vector<EpochRecord> new_epochs;
   std::vector<std::string> changed_blobs;
@@ -949,8 +1004,14 @@ void LocalMembership::tick() {
                       std::chrono::duration_cast<std::chrono::milliseconds>(now - *last_tick_)
                           .count());
       for (auto& [id, observed] : observed_) observed = Observed{observed.counter, now, false};
+      heartbeat_since_.reset();
     }
     last_tick_ = now;
+    if (!beat) {
+      heartbeat_since_.reset();
+    } else if (!heartbeat_since_) {
+      heartbeat_since_ = now;
+    }
     scan_members_locked(now);
     (void)refresh_log_locked();
     scan_marker_locked();
@@ -995,6 +1056,7 @@ void LocalMembership::tick() {
         [&](const std::optional<EpochRecord>& last) -> std::optional<EpochRecord> {
           auto now = Clock::now();
           if (!last || !lists(*last, id) || last->nodes.size() == 1 || marker_present_ ||
+              heartbeat_moved_locked(uuid_to_string(id), now) ||
               !dead_locked(uuid_to_string(id), now)) {
             return std::nullopt;
           }
@@ -1011,6 +1073,10 @@ void LocalMembership::tick() {
   }
   for (const std::string& name : changed_blobs) {
     if (events.on_shared_changed) events.on_shared_changed(name);
+  }
+  // After the callbacks: a member out of the epoch is told so before it rejoins.
+  if (Status rejoined = maybe_rejoin(); !rejoined) {
+    KELPIE_LOG_ERROR("membership {}: rejoin: {}", describe(), rejoined.to_string());
   }
 }
 

@@ -38,9 +38,17 @@
 //                     not in epoch 1.
 //   "leave <uuid>"    leave() of a storage node of the current epoch.
 //   "failed <uuid>"   a live running member of the current epoch (or a gateway)
-//                     saw a node of the current epoch dead. Never while the
+//                     saw a node of the current epoch dead, and its counter has
+//                     not moved when re-read under the lock. Never while the
 //                     shutdown marker exists, and never down to an empty epoch.
 //   "evicted <uuid>"  evict().
+//   "rejoin <uuid>"   a running storage member (joined, not leaving or stopped, no
+//                     shutdown marker) that the current epoch does not list (it was
+//                     failed while hung, or evicted), once: it was told every epoch up
+//                     to the last (on_epoch: it learns it is out), its own heartbeat
+//                     has been written for heartbeat_interval since its last stall,
+//                     and it saw every node of that epoch alive and "running" (none
+//                     waiting after a full stop). The last epoch's nodes plus itself.
 //   "restart"         after a full stop (no member of the last epoch alive and
 //                     running at join, or the shutdown marker present): the same
 //                     nodes, made once every one of them is alive again. Clears
@@ -138,6 +146,7 @@ class LocalMembership final : public MembershipDriver {
   Result<std::optional<EpochRecord>> append_epoch(const EpochMaker& make, bool clear_marker);
   Status become_running(bool always_join);
   Status append_join();
+  Status maybe_rejoin();
   Status try_restart();
   void wait_for_liveness(bool last_epoch_only);
   void stop_thread();
@@ -151,6 +160,9 @@ class LocalMembership final : public MembershipDriver {
   bool alive_locked(const std::string& id, std::chrono::steady_clock::time_point now) const;
   bool dead_locked(const std::string& id, std::chrono::steady_clock::time_point now) const;
   bool listed_locked() const;
+  // Re-reads `id`'s counter: true (and noted) when it moved since the last scan.
+  bool heartbeat_moved_locked(const std::string& id, std::chrono::steady_clock::time_point now);
+  bool rejoin_ready_locked(std::chrono::steady_clock::time_point now) const;
   std::vector<MemberInfo> live_storage_locked() const;
 
   const LocalMembershipOptions options_;
@@ -166,6 +178,7 @@ class LocalMembership final : public MembershipDriver {
   mutable bool log_error_logged_ = false;
   uint64_t waiting_epoch_ = 0;   // the last epoch when this member started waiting
   bool need_join_epoch_ = false;
+  bool leaving_ = false;  // leave() began: no rejoin epoch any more
   std::map<std::string, MemberFile> members_;
   std::map<std::string, Observed> observed_;
   std::map<std::string, uint64_t> shared_versions_;
@@ -179,6 +192,9 @@ class LocalMembership final : public MembershipDriver {
   uint64_t delivered_epoch_ = 0;
   uint64_t scans_ = 0;
   std::optional<std::chrono::steady_clock::time_point> last_tick_;
+  // Since when this member's heartbeat has been written at every tick (none after a
+  // stall or a failed write).
+  std::optional<std::chrono::steady_clock::time_point> heartbeat_since_;
   bool stopping_ = false;
   std::condition_variable wake_;
 

@@ -14,6 +14,7 @@
 //    only register members. After format, a storage node's join, clean leave, crash
 //    or hang (no heartbeat for the failure timeout, judged on each observer's
 //    monotonic clock) makes a new epoch with the full node list.
+//  - A live storage member evicted from the current epoch is told so, then rejoins by itself.
 //  - After a full stop or crash (no member of the last epoch is running), no epoch is
 //    made until every node of the last epoch has joined again (status kWaiting), or
 //    until force_recover().

@@ -35,6 +35,17 @@ bool wait_until(Condition condition, std::chrono::milliseconds timeout = 5000ms)
   return condition();
 }
 
+// Polls `condition` for `duration`: false as soon as it does not hold.
+template <typename Condition>
+bool holds_for(Condition condition, std::chrono::milliseconds duration) {
+  auto deadline = Clock::now() + duration;
+  while (Clock::now() < deadline) {
+    if (!condition()) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return condition();
+}
+
 MemberInfo make_member(int index, bool gateway = false) {
   MemberInfo member;
   member.id = make_uuid();
@@ -67,6 +78,12 @@ struct Recorder {
     };
     events.on_shutdown = [this] { ++shutdowns; };
     return events;
+  }
+  std::vector<std::string> reasons() {
+    std::lock_guard guard(mutex);
+    std::vector<std::string> reasons;
+    for (const EpochRecord& record : epochs) reasons.push_back(record.reason);
+    return reasons;
   }
   std::vector<uint64_t> epoch_numbers() {
     std::lock_guard guard(mutex);
@@ -155,7 +172,7 @@ class LocalMembershipTest : public ::testing::Test {
   }
 
   // A member in a child process; each epoch it is told of goes to `report` as
-  // "<epoch> <1 if it lists the member, else 0>".
+  // "<epoch> <1 if it lists the member, else 0> <reason>".
   pid_t spawn(const MemberInfo& info, const std::string& report, bool default_timings) {
     pid_t pid = ::fork();
     if (pid == 0) {
@@ -163,7 +180,8 @@ class LocalMembershipTest : public ::testing::Test {
       MembershipDriver::Events events;
       events.on_epoch = [&](const EpochRecord& record) {
         bool listed = ids_of(record).count(info.id) > 0;
-        std::string line = std::to_string(record.epoch) + " " + (listed ? "1" : "0") + "\n";
+        std::string line =
+            std::to_string(record.epoch) + " " + (listed ? "1" : "0") + " " + record.reason + "\n";
         int fd = ::open(report.c_str(), O_WRONLY | O_APPEND | O_CREAT, 0644);
         if (fd >= 0 && ::write(fd, line.data(), line.size()) < 0) ::_exit(3);
         ::close(fd);
@@ -181,13 +199,26 @@ class LocalMembershipTest : public ::testing::Test {
   std::vector<pid_t> children_;
 };
 
-// The child's report: each line "<epoch> <listed>".
-std::vector<std::pair<uint64_t, bool>> read_report(const std::string& path) {
-  std::vector<std::pair<uint64_t, bool>> lines;
+struct ReportLine {
+  uint64_t epoch = 0;
+  bool listed = false;
+  std::string reason;
+};
+
+// The child's report: each line "<epoch> <listed> <reason>".
+std::vector<ReportLine> read_report(const std::string& path) {
+  std::vector<ReportLine> lines;
   std::ifstream in(path);
-  uint64_t epoch;
-  int listed;
-  while (in >> epoch >> listed) lines.emplace_back(epoch, listed == 1);
+  std::string text;
+  while (std::getline(in, text)) {
+    std::istringstream fields(text);
+    ReportLine line;
+    int listed = 0;
+    if (!(fields >> line.epoch >> listed)) break;
+    line.listed = listed == 1;
+    std::getline(fields >> std::ws, line.reason);
+    lines.push_back(line);
+  }
   return lines;
 }
 
@@ -260,6 +291,9 @@ TEST_F(LocalMembershipTest, JoinAndLeaveMakeOneEpochEach) {
   std::optional<EpochRecord> left = b.driver->current_epoch();
   EXPECT_EQ(left->reason, "leave " + uuid_to_string(c.info.id));
   EXPECT_EQ(ids_of(*left), (std::set<Uuid>{a.info.id, b.info.id}));
+  // A member that left does not rejoin.
+  EXPECT_TRUE(
+      holds_for([&] { return a.driver->current_epoch()->epoch == 3; }, options().failure_timeout));
   EXPECT_EQ(a.recorder->epoch_numbers(), range(1, 3));
   EXPECT_EQ(b.recorder->epoch_numbers(), range(1, 3));
   EXPECT_EQ(a.driver->epoch_history().size(), 3u);
@@ -314,8 +348,10 @@ TEST_F(LocalMembershipTest, ConcurrentChangesMakeNoGapOrDuplicate) {
   }
   EXPECT_EQ(reasons.size(), history.size());
 
-  // Everyone evicts the same node at once: one epoch.
+  // Everyone evicts the same node at once: one epoch. The victim is stopped first: a
+  // live one would rejoin by itself and could be evicted again by a late caller.
   Uuid victim = nodes_.back()->info.id;
+  nodes_.back()->driver->stop();
   threads.clear();
   std::atomic<int> made{0};
   for (size_t i = 0; i + 1 < nodes_.size(); ++i) {
@@ -335,7 +371,8 @@ TEST_F(LocalMembershipTest, ConcurrentChangesMakeNoGapOrDuplicate) {
   EXPECT_EQ(last->reason, "evicted " + uuid_to_string(victim));
   EXPECT_EQ(ids_of(*last).count(victim), 0u);
 
-  // Every member was told the same epochs, in order, from the one it joined at.
+  // Every running member was told the same epochs, in order, from the one it joined at.
+  nodes_.pop_back();
   for (auto& node : nodes_) {
     ASSERT_TRUE(wait_until([&] { return node->recorder->last_epoch() == last->epoch; }));
     std::vector<uint64_t> seen = node->recorder->epoch_numbers();
@@ -352,7 +389,8 @@ TEST_F(LocalMembershipTest, KilledMemberIsFailedOutWithinTwoSecondsAndRejoins) {
   ASSERT_TRUE(wait_until([&] { return a.driver->live_members().size() == 3; }));
   ASSERT_TRUE(a.driver->format(3, 2));
   ASSERT_TRUE(wait_until([&] { return !read_report(report).empty(); }));
-  EXPECT_EQ(read_report(report).front(), std::make_pair(uint64_t{1}, true));
+  EXPECT_EQ(read_report(report).front().epoch, 1u);
+  EXPECT_TRUE(read_report(report).front().listed);
 
   ASSERT_EQ(::kill(child, SIGKILL), 0);
   auto killed_at = Clock::now();
@@ -371,14 +409,19 @@ TEST_F(LocalMembershipTest, KilledMemberIsFailedOutWithinTwoSecondsAndRejoins) {
   ASSERT_TRUE(wait_until([&] { return a.driver->current_epoch()->epoch == 3; }));
   EXPECT_EQ(a.driver->current_epoch()->reason, "join " + uuid_to_string(child_info.id));
   EXPECT_TRUE(wait_until([&] { return !read_report(report).empty(); }));
-  EXPECT_EQ(read_report(report).front(), std::make_pair(uint64_t{3}, true));
+  EXPECT_EQ(read_report(report).front().epoch, 3u);
+  EXPECT_TRUE(read_report(report).front().listed);
   expect_all_at(3);
   EXPECT_EQ(a.recorder->epoch_numbers(), range(1, 3));
   EXPECT_EQ(b.recorder->epoch_numbers(), range(1, 3));
 }
 
-TEST_F(LocalMembershipTest, StoppedMemberIsEvictedAndSeesItAfterContinuing) {
+// Issue 3: a storage node hung past failure detection is failed out; when it
+// continues it is told the epoch without it (so its peers' epoch fence refuses its
+// writes), then rejoins by itself in exactly one epoch, and evicts nobody.
+TEST_F(LocalMembershipTest, StoppedMemberIsEvictedThenRejoinsByItself) {
   MemberInfo child_info = make_member(9);
+  std::string child_id = uuid_to_string(child_info.id);
   std::string report = dir_ + "/child-report";
   pid_t child = spawn(child_info, report, true);
   Node& a = start(make_member(0), true);
@@ -393,15 +436,67 @@ TEST_F(LocalMembershipTest, StoppedMemberIsEvictedAndSeesItAfterContinuing) {
   auto noticed_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - stopped_at).count();
   EXPECT_LT(noticed_ms, 2000);
-  EXPECT_EQ(b.driver->current_epoch()->reason, "failed " + uuid_to_string(child_info.id));
+  EXPECT_EQ(b.driver->current_epoch()->reason, "failed " + child_id);
+  // Hung, it cannot rejoin: the epoch stays without it.
+  EXPECT_TRUE(holds_for([&] { return a.driver->current_epoch()->epoch == 2; },
+                        options(true).heartbeat_interval * 4));
 
   ASSERT_EQ(::kill(child, SIGCONT), 0);
-  ASSERT_TRUE(wait_until([&] { return read_report(report).size() == 2; }));
-  EXPECT_EQ(read_report(report).back(), std::make_pair(uint64_t{2}, false));
-  // Back alive, it is a member again but not in the epoch, and evicts nobody.
-  ASSERT_TRUE(wait_until([&] { return a.driver->live_members().size() == 3; }));
-  EXPECT_EQ(a.driver->epoch_history().size(), 2u);
-  expect_all_at(2);
+  ASSERT_TRUE(wait_until([&] { return a.driver->current_epoch()->epoch == 3; }));
+  std::optional<EpochRecord> rejoined = a.driver->current_epoch();
+  EXPECT_EQ(rejoined->reason, "rejoin " + child_id);
+  EXPECT_EQ(ids_of(*rejoined), (std::set<Uuid>{a.info.id, b.info.id, child_info.id}));
+  expect_all_at(3);
+
+  // The child was told it was out before it was listed again.
+  ASSERT_TRUE(wait_until([&] { return read_report(report).size() == 3; }));
+  std::vector<ReportLine> seen = read_report(report);
+  EXPECT_EQ(seen[0].reason, "format");
+  EXPECT_TRUE(seen[0].listed);
+  EXPECT_EQ(seen[1].epoch, 2u);
+  EXPECT_EQ(seen[1].reason, "failed " + child_id);
+  EXPECT_FALSE(seen[1].listed);
+  EXPECT_EQ(seen[2].epoch, 3u);
+  EXPECT_EQ(seen[2].reason, "rejoin " + child_id);
+  EXPECT_TRUE(seen[2].listed);
+
+  // No second rejoin and no eviction by anyone, for longer than a failure timeout.
+  EXPECT_TRUE(holds_for([&] { return a.driver->current_epoch()->epoch == 3; },
+                        options(true).failure_timeout * 2));
+  const std::vector<std::string> expected = {"format", "failed " + child_id, "rejoin " + child_id};
+  for (Node* node : {&a, &b}) {
+    EXPECT_EQ(node->recorder->epoch_numbers(), range(1, 3));
+    EXPECT_EQ(node->recorder->reasons(), expected);
+  }
+  EXPECT_EQ(read_report(report).size(), 3u);
+  EXPECT_EQ(a.driver->live_members().size(), 3u);
+}
+
+// A live member evicted by hand rejoins too, but not once a shutdown was requested.
+TEST_F(LocalMembershipTest, EvictedLiveMemberRejoinsExceptDuringShutdown) {
+  Node& a = start(make_member(0));
+  Node& b = start(make_member(1));
+  Node& c = start(make_member(2));
+  ASSERT_TRUE(a.driver->format(3, 2));
+  expect_all_at(1);
+
+  // A live evicted member rejoins...
+  ASSERT_TRUE(a.driver->evict(c.info.id));
+  ASSERT_TRUE(wait_until([&] { return a.driver->current_epoch()->epoch == 3; }));
+  EXPECT_EQ(a.driver->current_epoch()->reason, "rejoin " + uuid_to_string(c.info.id));
+  expect_all_at(3);
+
+  // ... but not during a shutdown.
+  ASSERT_TRUE(b.driver->request_shutdown());
+  for (auto& node : nodes_) {
+    ASSERT_TRUE(wait_until([&] { return node->recorder->shutdowns.load() == 1; }));
+  }
+  ASSERT_TRUE(a.driver->evict(c.info.id));
+  ASSERT_TRUE(wait_until([&] { return c.recorder->last_epoch() == 4; }));
+  EXPECT_TRUE(holds_for([&] { return a.driver->current_epoch()->epoch == 4; },
+                        options().failure_timeout * 2));
+  EXPECT_EQ(c.driver->status(), ClusterStatus::kShutdown);
+  EXPECT_FALSE(ids_of(*a.driver->current_epoch()).count(c.info.id));
 }
 
 TEST_F(LocalMembershipTest, FullRestartWaitsForEveryNodeOfTheLastEpoch) {
@@ -499,6 +594,7 @@ TEST_F(LocalMembershipTest, EpochLogSurvivesReopeningAndATornLastRecord) {
   start(info);
   ASSERT_TRUE(nodes_[0]->driver->format(1, 1));
   start(make_member(1));
+  nodes_[1]->driver->stop();  // a live evicted member would rejoin by itself
   ASSERT_TRUE(nodes_[0]->driver->evict(nodes_[1]->info.id));
   std::vector<EpochRecord> before = nodes_[0]->driver->epoch_history();
   ASSERT_EQ(before.size(), 3u);

@@ -27,6 +27,10 @@
 #                             (bsrange 4k-64k, iodepth 16, randrepeat); fails unless
 #                             fio exits 0 with no job error. fio_start/fio_wait: the
 #                             same in the background (FIO_PID).
+#   acked_start URI LOG ARGS... / acked_wait / acked_verify URI LOG ARGS...
+#                             cluster_acked_io.py write in the background (ACKED_PID),
+#                             its exit status (0 done, 3 server went away), and verify.
+#   acked_count LOG           writes acknowledged so far; acked_at_least LOG N.
 #   expect_all_alive          fails if a node that should run has exited.
 #   dump_logs                 the tail of every node's log (called on failure).
 # Every daemon started here is killed (-9) when the test exits; a test that sets
@@ -305,4 +309,33 @@ PY
 fio_run() {
   fio_start "$@"
   fio_wait "$1"
+}
+
+ACKED_IO="$(dirname "${BASH_SOURCE[0]}")/cluster_acked_io.py"
+
+acked_start() {
+  local uri=$1 log=$2; shift 2
+  rm -f "$log"
+  "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err" &
+  ACKED_PID=$!
+}
+
+# Prints the writer's exit status: 0 (all writes done) or 3 (its server went away).
+acked_wait() {
+  local status=0
+  wait "$ACKED_PID" || status=$?
+  [ "$status" = 0 ] || [ "$status" = 3 ] || { cat "$1.err" >&2; cfail "acked writer crashed ($status)"; }
+  echo "$status"
+}
+
+acked_count() { grep -c '^A ' "$1" 2>/dev/null || true; }
+acked_at_least() {
+  kill -0 "$ACKED_PID" 2>/dev/null || { cat "$1.err" >&2; cfail "acked writer ended early"; }
+  [ "$(acked_count "$1")" -ge "$2" ]
+}
+
+acked_verify() {
+  local uri=$1 log=$2; shift 2
+  "$SYS_PYTHON" "$ACKED_IO" verify "$uri" "$log" "$@" ||
+    cfail "$PHASE: acknowledged writes wrong through $uri"
 }

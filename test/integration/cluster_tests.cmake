@@ -2,3 +2,4 @@
 # a `local` membership state directory, driven by real NBD clients. Shared helpers
 # are in cluster_lib.sh. Each test stays under ~3 minutes on a 2-core host.
 kelpie_integration_test(cluster_kill_during_fio cluster_kill_during_fio_test.sh 240)
+kelpie_integration_test(cluster_gateway cluster_gateway_test.sh 180)

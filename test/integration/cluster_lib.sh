@@ -76,11 +76,13 @@ expect_all_alive() {
   for i in $(up_nodes); do node_alive "$i" || cfail "node $i (${CL_ID[$i]}) exited unexpectedly"; done
 }
 
-# fail, with every node's log tail first.
-cfail() {
+# Every failure (also those of lifecycle_lib's helpers) shows each node's log tail.
+fail() {
   dump_logs
-  fail "$@"
+  echo "FAIL: $*" >&2
+  exit 1
 }
+cfail() { fail "$@"; }
 
 ncli() {
   local i=$1; shift

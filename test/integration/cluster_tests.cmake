@@ -3,3 +3,4 @@
 # are in cluster_lib.sh. Each test stays under ~3 minutes on a 2-core host.
 kelpie_integration_test(cluster_kill_during_fio cluster_kill_during_fio_test.sh 240)
 kelpie_integration_test(cluster_gateway cluster_gateway_test.sh 180)
+kelpie_integration_test(cluster_second_writer cluster_second_writer_test.sh 120)

@@ -12,6 +12,7 @@
 #                             are remembered for later restarts of I.
 #   kill_node I / stop_node I kill -9 / SIGTERM, and wait for the exit.
 #   sigstop_node I / sigcont_node I
+#   kill_all_nodes            kill -9 every running node at once, wait for all.
 #   ncli I ARGS...            the kelpie CLI against node I.
 #   node_admin I / node_nbd I / node_uri I VDI / node_id I
 #   up_nodes                  numbers of the nodes started and not killed/stopped.
@@ -159,6 +160,14 @@ stop_node() {
   kill -TERM "${CL_PID[$1]}" 2>/dev/null || true
   CL_UP[$1]=0
   _wait_exit "$1" 30
+}
+
+kill_all_nodes() {
+  local i pids=()
+  for i in $(up_nodes); do pids+=("${CL_PID[$i]}"); CL_UP[$i]=0; done
+  echo "kill -9 all nodes (pids ${pids[*]})"
+  kill -9 "${pids[@]}" 2>/dev/null || true
+  for i in "${!CL_PID[@]}"; do _wait_exit "$i" 10; done
 }
 
 sigstop_node() { echo "SIGSTOP node $1"; kill -STOP "${CL_PID[$1]}"; CL_UP[$1]=0; }

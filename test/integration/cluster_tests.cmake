@@ -5,3 +5,5 @@ kelpie_integration_test(cluster_kill_during_fio cluster_kill_during_fio_test.sh 
 kelpie_integration_test(cluster_gateway cluster_gateway_test.sh 180)
 kelpie_integration_test(cluster_second_writer cluster_second_writer_test.sh 120)
 kelpie_integration_test(cluster_crash_all cluster_crash_all_test.sh 180)
+kelpie_integration_test(cluster_stale_node cluster_stale_node_test.sh 180)
+kelpie_integration_test(cluster_flipped_byte cluster_flipped_byte_test.sh 120)

@@ -17,7 +17,7 @@ EPOCH0=$(cluster_epoch)
 
 allocated() { json_get "$(ncli 1 vdi info disk --json)" 'doc["allocated_objects"]'; }
 allocated_at_least() {
-  kill -0 "$FIO_PID" 2>/dev/null || { fio_wait "$LT_TMP/write.json"; cfail "fio ended early"; }
+  kill -0 "$FIO_PID" 2>/dev/null || cfail "fio ended early: $(tail -n 3 "$LT_TMP/write.json.err")"
   [ "$(allocated)" -ge "$1" ]
 }
 

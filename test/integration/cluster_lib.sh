@@ -40,6 +40,9 @@
 
 source "$(dirname "${BASH_SOURCE[0]}")/lifecycle_lib.sh"
 
+# fd 8 is the test's stderr, so failures inside a poll_until predicate (whose
+# output poll_until discards) still show.
+exec 8>&2
 CL_NAME=$(basename "$0" | sed 's/\.[a-z]*$//')
 CL_DIR="$KELPIE_TEST_DIR/$CL_NAME.cluster"
 CL_STATE="$CL_DIR/state"
@@ -64,11 +67,13 @@ trap cluster_cleanup EXIT
 
 dump_logs() {
   local i
+  exec 3>&2 2>&8
   for i in "${!CL_PID[@]}"; do
     echo "---- node $i (${CL_ID[$i]:-?}) log tail: $CL_DIR/n$i.log" >&2
     tail -n 25 "$CL_DIR/n$i.log" >&2 2>/dev/null || true
     [ -s "$CL_DIR/n$i.out" ] && { echo "---- node $i stdout/stderr:" >&2; tail -n 10 "$CL_DIR/n$i.out" >&2; }
   done
+  exec 2>&3 3>&-
   return 0
 }
 
@@ -80,7 +85,7 @@ expect_all_alive() {
 # Every failure (also those of lifecycle_lib's helpers) shows each node's log tail.
 fail() {
   dump_logs
-  echo "FAIL: $*" >&2
+  echo "FAIL: $*" >&8
   exit 1
 }
 cfail() { fail "$@"; }
@@ -341,7 +346,7 @@ acked_wait() {
 
 acked_count() { grep -c '^A ' "$1" 2>/dev/null || true; }
 acked_at_least() {
-  kill -0 "$ACKED_PID" 2>/dev/null || { cat "$1.err" >&2; cfail "acked writer ended early"; }
+  kill -0 "$ACKED_PID" 2>/dev/null || cfail "acked writer ended early: $(cat "$1.err")"
   [ "$(acked_count "$1")" -ge "$2" ]
 }
 

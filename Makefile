@@ -4,6 +4,8 @@ JOBS ?= $(shell nproc)
 RUN ?= run
 NAME ?= demo
 SIZE ?= 10G
+NODES ?= 3
+COPIES ?= 3
 
 .PHONY: all deps build demo stop test bench clean
 
@@ -17,7 +19,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 demo: build
-	@scripts/demo.sh start $(RUN) $(BUILD) $(NAME) $(SIZE)
+	@scripts/demo.sh start $(RUN) $(BUILD) $(NAME) $(SIZE) $(NODES) $(COPIES)
 
 stop:
 	@scripts/demo.sh stop $(RUN) $(BUILD)

@@ -1,8 +1,17 @@
 #!/usr/bin/env bash
-# Starts and stops the single-node demo daemon behind `make demo` / `make stop`.
+# Starts and stops the demo behind `make demo` / `make stop`.
 #
-#   scripts/demo.sh start RUN_DIR BUILD_DIR NAME SIZE
+#   scripts/demo.sh start RUN_DIR BUILD_DIR NAME SIZE [NODES [COPIES]]
 #   scripts/demo.sh stop  RUN_DIR BUILD_DIR
+#
+# NODES 1 (and COPIES 1): one plain kelpied without --cluster, as below.
+# NODES > 1: a cluster on this host: NODES kelpied sharing the `local` membership
+#   state directory RUN_DIR/state, node I with data in RUN_DIR/nI, log
+#   RUN_DIR/nI.log, NBD on port 10809+I-1 and admin on 7000+I-1 (node 1 has the
+#   single node's addresses; NBD_LISTEN and ADMIN_LISTEN move the bases); formatted with COPIES copies (min-copies
+#   min(2, COPIES)) unless formatted already; VDI NAME is created and every
+#   node's NBD URI printed. stop: `kelpie cluster shutdown`, then waits for every
+#   node to exit (SIGKILL past the deadline).
 #
 # start: runs BUILD_DIR/bin/kelpied detached, with its data, NBD socket, pid
 #   file and log under RUN_DIR; waits (deadline) until the admin port answers;
@@ -27,7 +36,7 @@ die() {
 }
 
 usage() {
-  echo "usage: $0 start RUN_DIR BUILD_DIR NAME SIZE | stop RUN_DIR BUILD_DIR" >&2
+  echo "usage: $0 start RUN_DIR BUILD_DIR NAME SIZE [NODES [COPIES]] | stop RUN_DIR BUILD_DIR" >&2
   exit 2
 }
 
@@ -69,7 +78,15 @@ ensure_vdi() {
 }
 
 start() {
-  [ $# -eq 4 ] || usage
+  [ $# -ge 4 ] && [ $# -le 6 ] || usage
+  local nodes=${5:-1} copies=${6:-1}
+  [[ "$nodes" =~ ^[1-8]$ ]] || die "NODES must be 1..8"
+  [[ "$copies" =~ ^[1-8]$ ]] && [ "$copies" -le "$nodes" ] || die "COPIES must be 1..NODES"
+  if [ "$nodes" -gt 1 ]; then
+    start_cluster "$@"
+    return
+  fi
+  [ ! -s "$1/cluster.nodes" ] || die "a cluster demo runs from $1; 'make stop' first"
   local run_dir build_dir name size
   run_dir=$(realpath -m "$1")
   build_dir=$(realpath -m "$2")
@@ -131,6 +148,10 @@ stop() {
   [ $# -eq 2 ] || usage
   local run_dir pid_file pid
   run_dir=$(realpath -m "$1")
+  if [ -s "$run_dir/cluster.nodes" ]; then
+    stop_cluster "$run_dir" "$(realpath -m "$2")"
+    return
+  fi
   pid_file=$run_dir/kelpied.pid
   pid=$(running_pid "$pid_file")
   if [ -z "$pid" ]; then
@@ -151,6 +172,109 @@ stop() {
   done
   rm -f "$pid_file"
   echo "demo: kelpied (pid $pid) stopped"
+}
+
+# ---- a cluster on this host -------------------------------------------------
+
+# Node I listens on the port of NBD_LISTEN / ADMIN_LISTEN plus I-1.
+node_admin() { echo "${admin_listen%:*}:$((${admin_listen##*:} + $1 - 1))"; }
+node_nbd() { echo "${nbd_listen%:*}:$((${nbd_listen##*:} + $1 - 1))"; }
+
+cluster_status() {
+  "$1" --addr "$2" cluster info --json 2>/dev/null |
+    sed -n 's/^ *"status": "\([a-z]*\)".*/\1/p'
+}
+
+start_cluster() {
+  local run_dir build_dir name=$3 size=$4 nodes=$5 copies=$6
+  run_dir=$(realpath -m "$1")
+  build_dir=$(realpath -m "$2")
+  local kelpied=$build_dir/bin/kelpied kelpie=$build_dir/bin/kelpie
+  [ -x "$kelpied" ] || die "$kelpied not found: build first (make build)"
+  [ -x "$kelpie" ] || die "$kelpie not found: build first (make build)"
+  if [ -s "$run_dir/kelpied.pid" ] && [ -n "$(running_pid "$run_dir/kelpied.pid")" ]; then
+    die "a single-node demo runs from $run_dir; 'make stop' first"
+  fi
+  if [ -s "$run_dir/cluster.nodes" ] && [ "$(cat "$run_dir/cluster.nodes")" != "$nodes" ]; then
+    die "$run_dir holds a cluster of $(cat "$run_dir/cluster.nodes") nodes; 'make stop' and remove $run_dir first"
+  fi
+  mkdir -p "$run_dir"
+  echo "$nodes" >"$run_dir/cluster.nodes"
+  local i pid deadline
+  for ((i = 1; i <= nodes; i++)); do
+    pid=$(running_pid "$run_dir/n$i.pid")
+    if [ -n "$pid" ]; then
+      echo "demo: node $i already running (pid $pid)"
+      continue
+    fi
+    # shellcheck disable=SC2094
+    setsid "$kelpied" --data "$run_dir/n$i" --cluster "local:$run_dir/state" \
+      --nbd-listen "$(node_nbd "$i")" --nbd-unix "$run_dir/n$i.sock" \
+      --admin-listen "$(node_admin "$i")" --pid-file "$run_dir/n$i.pid" \
+      --log-file "$run_dir/n$i.log" </dev/null >>"$run_dir/n$i.log" 2>&1 &
+    pid=$!
+    deadline=$((SECONDS + kStartDeadlineSeconds))
+    until "$kelpie" --addr "$(node_admin "$i")" node info >/dev/null 2>&1; do
+      alive "$pid" || { tail -n 20 "$run_dir/n$i.log" >&2; die "node $i exited during start-up"; }
+      [ "$SECONDS" -lt "$deadline" ] ||
+        { tail -n 20 "$run_dir/n$i.log" >&2; die "node $i did not answer within ${kStartDeadlineSeconds}s ('make stop' ends it)"; }
+      sleep 0.2
+    done
+    [ -s "$run_dir/n$i.pid" ] || echo "$pid" >"$run_dir/n$i.pid"
+    echo "demo: node $i running (pid $pid), data in $run_dir/n$i, log in $run_dir/n$i.log"
+  done
+  export KELPIE_ADDR
+  KELPIE_ADDR=$(node_admin 1)
+  if [ "$(cluster_status "$kelpie" "$KELPIE_ADDR")" = unformatted ]; then
+    "$kelpie" cluster format --copies "$copies" --min-copies $((copies < 2 ? copies : 2)) >/dev/null ||
+      die "cluster format failed"
+    echo "demo: formatted the cluster with $copies copies"
+  fi
+  deadline=$((SECONDS + kStartDeadlineSeconds))
+  for ((i = 1; i <= nodes; i++)); do
+    until [ "$(cluster_status "$kelpie" "$(node_admin "$i")")" = running ]; do
+      [ "$SECONDS" -lt "$deadline" ] ||
+        die "node $i is not running: $("$kelpie" --addr "$(node_admin "$i")" cluster info 2>&1 | head -n 3)"
+      sleep 0.2
+    done
+  done
+  ensure_vdi "$kelpie" "$name" "$size"
+  "$kelpie" node list
+  for ((i = 1; i <= nodes; i++)); do echo "nbd://$(node_nbd "$i")/${name}"; done
+  echo "(any node serves it; one node at a time may have it attached for writing)"
+}
+
+stop_cluster() {
+  local run_dir=$1 build_dir=$2 nodes i pid pids=() admin=""
+  nodes=$(cat "$run_dir/cluster.nodes")
+  for ((i = 1; i <= nodes; i++)); do
+    pid=$(running_pid "$run_dir/n$i.pid")
+    [ -n "$pid" ] || continue
+    pids+=("$pid")
+    [ -n "$admin" ] || admin=$(node_admin "$i")
+  done
+  if [ ${#pids[@]} -eq 0 ]; then
+    echo "demo: no cluster node running from $run_dir"
+    rm -f "$run_dir/cluster.nodes"
+    return 0
+  fi
+  "$build_dir/bin/kelpie" --addr "$admin" cluster shutdown ||
+    { echo "demo: cluster shutdown failed; sending SIGTERM" >&2; kill -TERM "${pids[@]}" 2>/dev/null || true; }
+  local deadline=$((SECONDS + kStopDeadlineSeconds))
+  for pid in "${pids[@]}"; do
+    while alive "$pid"; do
+      if [ "$SECONDS" -ge "$deadline" ]; then
+        echo "demo: warning: kelpied (pid $pid) still running ${kStopDeadlineSeconds}s after" \
+          "the shutdown; sending SIGKILL" >&2
+        kill -KILL "$pid" 2>/dev/null || true
+        break
+      fi
+      sleep 0.2
+    done
+  done
+  for ((i = 1; i <= nodes; i++)); do rm -f "$run_dir/n$i.pid"; done
+  rm -f "$run_dir/cluster.nodes"
+  echo "demo: cluster of $nodes nodes stopped (pids ${pids[*]})"
 }
 
 [ $# -ge 1 ] || usage

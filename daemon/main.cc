@@ -24,7 +24,9 @@ namespace {
 constexpr char kUsage[] =
     "usage: kelpied --data DIR [--nbd-listen HOST:PORT|none] [--nbd-unix PATH|none]\n"
     "               [--admin-listen HOST:PORT] [--threads N] [--log-level LEVEL]\n"
-    "               [--log-file FILE] [--pid-file FILE]\n";
+    "               [--log-file FILE] [--pid-file FILE]\n"
+    "               [--cluster local:STATE_DIR [--listen HOST:PORT|unix:PATH] [--zone ZONE]\n"
+    "                [--vnodes N|auto] [--gateway]]\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "kelpied: %s\n%s", message.c_str(), kUsage);
@@ -49,6 +51,10 @@ Flags parse_flags(int argc, char** argv) {
     if (arg == "--version") {
       std::printf("kelpied %s\n", KELPIE_VERSION);
       std::exit(0);
+    }
+    if (arg == "--gateway") {
+      flags.node.gateway = true;
+      continue;
     }
     if (i + 1 >= argc) usage_error("option " + arg + " needs a value");
     std::string value = argv[++i];
@@ -75,11 +81,28 @@ Flags parse_flags(int argc, char** argv) {
       flags.log_file = value;
     } else if (arg == "--pid-file") {
       flags.pid_file = value;
+    } else if (arg == "--cluster") {
+      if (value.rfind("local:", 0) != 0 && value.rfind("zookeeper:", 0) != 0) {
+        usage_error("--cluster must be local:STATE_DIR (or zookeeper:HOSTS/PATH)");
+      }
+      if (value == "local:") usage_error("--cluster local: needs a state directory");
+      flags.node.cluster = value;
+    } else if (arg == "--listen") {
+      flags.node.listen = value;
+    } else if (arg == "--zone") {
+      flags.node.zone = value;
+    } else if (arg == "--vnodes") {
+      flags.node.vnodes = value;
     } else {
       usage_error("unknown option " + arg);
     }
   }
   if (flags.node.data_dir.empty()) usage_error("--data DIR is required");
+  if (flags.node.gateway && flags.node.cluster.empty()) usage_error("--gateway needs --cluster");
+  if (flags.node.cluster.empty() &&
+      (!flags.node.listen.empty() || !flags.node.zone.empty() || flags.node.vnodes != "auto")) {
+    usage_error("--listen, --zone and --vnodes need --cluster");
+  }
   return flags;
 }
 

@@ -7,11 +7,19 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include <fstream>
+#include <signal.h>
 
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "admin/admin_client.h"
 #include "common/log.h"
 #include "common/size_parse.h"
 #include "engine/inode.h"
+#include "engine/offload.h"
 
 namespace kelpie {
 
@@ -66,13 +74,18 @@ Status Node::open() {
   }
   pool_ = std::make_unique<ReactorPool>(raw);
   io_ = std::make_unique<UringIoBackend>(dir_fd_);
-  store_ = std::make_unique<LocalStore>(raw, *io_, options_.data_dir);
-  if (Status st = store_->open(); !st.is_ok()) return st;
+  if (!options_.gateway) {
+    store_ = std::make_unique<LocalStore>(raw, *io_, options_.data_dir);
+    if (Status st = store_->open(); !st.is_ok()) return st;
+  }
+  if (!options_.cluster.empty()) return open_cluster();
+  if (options_.gateway) return Status::error(EINVAL, "--gateway needs --cluster");
   directory_ = std::make_unique<VdiDirectory>(options_.data_dir, *store_, *pool_);
   if (Status st = directory_->open(); !st.is_ok()) return st;
   nbd_ = std::make_unique<nbd::NbdServer>(nbd::ServerOptions{options_.nbd_tcp, options_.nbd_unix},
                                           *directory_, *pool_);
   if (Status st = nbd_->start(); !st.is_ok()) return st;
+  ready_ = true;
   KELPIE_LOG_INFO("kelpied {} node {} serving {} with {} reactor(s); NBD on {} {}", KELPIE_VERSION,
                   uuid_to_string(superblock_.node_uuid), options_.data_dir, options_.threads,
                   options_.nbd_tcp.empty() ? "-" : options_.nbd_tcp,
@@ -81,7 +94,17 @@ Status Node::open() {
 }
 
 void Node::close() {
+  closing_ = true;
+  if (startup_.joinable()) startup_.join();
+  if (watcher_.joinable()) watcher_.join();
   if (nbd_) nbd_->stop();
+  if (writer_policy_) writer_policy_->drain();
+  if (cluster_ && directory_ && !reactors_.empty()) {
+    // Push what this gateway wrote to the replicas before leaving.
+    Status st = pool_->at(0).block_on(cluster_->store().flush());
+    if (!st) KELPIE_LOG_ERROR("final cluster flush failed: {}", st.to_string());
+  }
+  if (cluster_) cluster_->close(!cluster_shutdown_.load());
   if (store_ && !reactors_.empty()) {
     Status st = store_->close();
     if (!st.is_ok()) KELPIE_LOG_ERROR("final flush failed: {}", st.to_string());
@@ -91,6 +114,7 @@ void Node::close() {
   threads_.clear();
   nbd_.reset();
   directory_.reset();
+  cluster_.reset();
   store_.reset();
   reactors_.clear();
   if (dir_fd_ >= 0) ::close(dir_fd_);
@@ -121,18 +145,27 @@ VdiSummary Node::summarize(const VdiDirectory::Listed& listed) const {
 }
 
 Result<VdiSummary> Node::create_vdi(const std::string& name, uint64_t size_bytes, uint32_t object_shift) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
   auto vdi = directory_->create(name, size_bytes, object_shift);
   if (!vdi) return vdi.status();
   return summarize({name, *vdi, ""});
 }
 
-Status Node::delete_vdi(const std::string& name) { return directory_->remove(name); }
+Status Node::delete_vdi(const std::string& name) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
+  return directory_->remove(name);
+}
 
 Status Node::resize_vdi(const std::string& name, uint64_t size_bytes) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
   return directory_->resize(name, size_bytes);
 }
 
 Result<VdiSummary> Node::vdi_info(const std::string& name) {
+  if (Status st = ready(); !st) return st;
   auto listed = directory_->lookup(name);
   if (!listed) return listed.status();
   return summarize(*listed);
@@ -140,29 +173,37 @@ Result<VdiSummary> Node::vdi_info(const std::string& name) {
 
 std::vector<VdiSummary> Node::list_vdis() {
   std::vector<VdiSummary> out;
+  if (!ready()) return out;
   for (const auto& listed : directory_->list()) out.push_back(summarize(listed));
   return out;
 }
 
 Result<VdiSummary> Node::snapshot_vdi(const std::string& name, const std::string& tag) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
   auto listed = directory_->snapshot(name, tag);
   if (!listed) return listed.status();
   return summarize(*listed);
 }
 
 Result<VdiSummary> Node::clone_vdi(const std::string& snapshot, const std::string& new_name) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
   auto listed = directory_->clone(snapshot, new_name);
   if (!listed) return listed.status();
   return summarize(*listed);
 }
 
 Result<VdiSummary> Node::rollback_vdi(const std::string& snapshot) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
   auto listed = directory_->rollback(snapshot);
   if (!listed) return listed.status();
   return summarize(*listed);
 }
 
 Result<BackupPlan> Node::backup_plan(const std::string& to_snapshot, const std::string& from_snapshot) {
+  if (Status st = ready(); !st) return st;
   auto extents = directory_->changed_extents(to_snapshot, from_snapshot);
   if (!extents) return extents.status();
   auto to = directory_->find(to_snapshot);
@@ -177,6 +218,8 @@ Result<BackupPlan> Node::backup_plan(const std::string& to_snapshot, const std::
 }
 
 Status Node::set_restored_from(const std::string& name, const std::string& identity) {
+  if (Status st = ready(); !st) return st;
+  if (Status st = raise_generation(); !st) return st;
   return directory_->set_restored_from(name, identity);
 }
 
@@ -195,9 +238,9 @@ NodeSummary Node::node_info() {
     s.capacity_bytes = uint64_t{fs.f_blocks} * fs.f_frsize;
     s.free_bytes = uint64_t{fs.f_bavail} * fs.f_frsize;
   }
-  s.objects = store_->object_count();
-  s.vdi_count = static_cast<uint32_t>(directory_->list().size());
-  s.nbd_connections = nbd_->connection_count();
+  s.objects = store_ ? store_->object_count() : 0;
+  s.vdi_count = directory_ && ready_ ? static_cast<uint32_t>(directory_->list().size()) : 0;
+  s.nbd_connections = nbd_ && ready_ ? nbd_->connection_count() : 0;
   s.uptime_s = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::seconds>(
                                          std::chrono::steady_clock::now() - started_).count());
   return s;
@@ -209,13 +252,378 @@ Status not_a_cluster() {
 }
 }  // namespace
 
-Result<ClusterSummary> Node::format_cluster(uint32_t, uint32_t) { return not_a_cluster(); }
-Result<ClusterSummary> Node::cluster_info() { return not_a_cluster(); }
-Result<std::vector<MemberSummary>> Node::list_nodes() { return not_a_cluster(); }
-Result<std::vector<RecoverySummary>> Node::recovery_status() { return not_a_cluster(); }
-Status Node::kill_node(const std::string&) { return not_a_cluster(); }
-Status Node::shutdown_cluster() { return not_a_cluster(); }
-Status Node::recover_force() { return not_a_cluster(); }
-Result<CheckReport> Node::check(const std::string&, bool) { return not_a_cluster(); }
+// ---- cluster mode -------------------------------------------------------------
+
+Status Node::open_cluster() {
+  ClusterMemberOptions options;
+  options.spec = options_.cluster;
+  options.listen = options_.listen;
+  options.data_dir = options_.data_dir;
+  options.admin_address = options_.admin_address;
+  options.nbd_address = options_.nbd_tcp;
+  options.zone = options_.zone;
+  options.vnodes = options_.vnodes;
+  options.gateway = options_.gateway;
+  cluster_ = std::make_unique<ClusterMember>(options, superblock_, *pool_, store_.get());
+  Status st = cluster_->open([this] {
+    // `kelpie cluster shutdown`: stop like SIGTERM, without leaving (no new epoch).
+    cluster_shutdown_ = true;
+    ::kill(::getpid(), SIGTERM);
+  });
+  if (!st) return st;
+  startup_ = std::thread([this] { serve_when_running(); });
+  return Status::ok();
+}
+
+void Node::serve_when_running() {
+  // The directory lives in the cluster: it can be read once an epoch exists.
+  while (!closing_ && !cluster_->epochs().latest()) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (closing_) return;
+  directory_ = std::make_unique<VdiDirectory>(cluster_->make_directory_backing(), cluster_->store(),
+                                              *pool_);
+  for (;;) {
+    Status st = directory_->open();
+    if (st) break;
+    KELPIE_LOG_WARN("VDI directory not readable yet: {}; retrying", st.to_string());
+    for (int i = 0; i < 20 && !closing_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (closing_) return;
+  }
+  std::string self = uuid_to_string(superblock_.node_uuid);
+  directory_->set_cluster_identity(self, [this](const std::string& id) {
+    for (const MemberInfo& m : cluster_->driver().live_members()) {
+      if (uuid_to_string(m.id) == id) return true;
+    }
+    return false;
+  });
+  writer_policy_ = std::make_unique<WriterPolicy>(*this);
+  directory_->set_attach_policy(writer_policy_.get());
+  auto generation = directory_->next_generation();
+  if (generation) cluster_->replicated().set_generation(*generation);
+  nbd_ = std::make_unique<nbd::NbdServer>(nbd::ServerOptions{options_.nbd_tcp, options_.nbd_unix},
+                                          *directory_, *pool_);
+  if (Status st = nbd_->start(); !st) {
+    KELPIE_LOG_CRITICAL("cannot serve NBD: {}", st.to_string());
+    cluster_shutdown_ = false;
+    ::kill(::getpid(), SIGTERM);
+    return;
+  }
+  ready_ = true;
+  KELPIE_LOG_INFO("serving NBD on {} {} (cluster {})", options_.nbd_tcp.empty() ? "-" : options_.nbd_tcp,
+                  options_.nbd_unix.empty() ? "-" : options_.nbd_unix, cluster_->driver().describe());
+  watch_directory();
+}
+
+void Node::watch_directory() {
+  // Other nodes' directory changes (create, snapshot, delete): reload when the shared
+  // file changes. Cheap: one stat per tick.
+  std::string path = cluster_->directory_path();
+  struct stat last {};
+  ::stat(path.c_str(), &last);
+  while (!closing_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    struct stat now {};
+    if (::stat(path.c_str(), &now) != 0) continue;
+    if (now.st_ino == last.st_ino && now.st_mtim.tv_sec == last.st_mtim.tv_sec &&
+        now.st_mtim.tv_nsec == last.st_mtim.tv_nsec && now.st_size == last.st_size) {
+      continue;
+    }
+    last = now;
+    if (Status st = directory_->refresh(); !st) {
+      KELPIE_LOG_WARN("VDI directory refresh failed: {}", st.to_string());
+    }
+  }
+}
+
+Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string& name,
+                                                               std::shared_ptr<Vdi> found) {
+  in_flight_++;
+  struct Done {
+    std::atomic<int>& count;
+    ~Done() { count--; }
+  } done{in_flight_};
+  bool writable = !found->read_only();
+  auto* self = this;
+  // Off the reactor: the directory's cluster-wide lock, and maybe inode/map reads.
+  // A named function, not a temporary lambda in the co_await: GCC 12 destroys such
+  // temporaries' captures twice.
+  std::function<Result<std::shared_ptr<Vdi>>()> work = [self, name, writable]()
+      -> Result<std::shared_ptr<Vdi>> {
+    std::lock_guard lock(self->mutex_);
+    VdiDirectory& directory = *self->node_.directory_;
+    // The first connection of this node loads the VDI afresh: others may have
+    // written it (and its map) since this node last did.
+    Result<std::shared_ptr<Vdi>> vdi = Status::error(ENOENT, "VDI '" + name + "' went away");
+    if (self->attached_[name] == 0) {
+      vdi = directory.reload(name);
+    } else if (std::shared_ptr<Vdi> cached = directory.find(name)) {
+      vdi = cached;
+    }
+    if (!vdi) {
+      if (self->attached_[name] == 0) self->attached_.erase(name);
+      return vdi.status();
+    }
+    if (writable && self->writers_[name] == 0) {
+      auto generation = directory.lock_writer(name);
+      if (!generation) {
+        if (self->writers_[name] == 0) self->writers_.erase(name);
+        return generation.status();
+      }
+      ReplicatedStore& store = self->node_.cluster_->replicated();
+      store.set_generation(std::max(store.generation(), *generation));
+    }
+    if (writable) self->writers_[name]++;
+    self->attached_[name]++;
+    return vdi;
+  };
+  Result<std::shared_ptr<Vdi>> vdi = co_await offload<Result<std::shared_ptr<Vdi>>>(std::move(work));
+  if (!vdi) KELPIE_LOG_INFO("nbd: attach of '{}' refused: {}", name, vdi.status().message());
+  co_return vdi;
+}
+
+Task<void> Node::WriterPolicy::detach(const std::string& name, std::shared_ptr<Vdi> vdi) {
+  in_flight_++;
+  struct Done {
+    std::atomic<int>& count;
+    ~Done() { count--; }
+  } done{in_flight_};
+  bool writable = !vdi->read_only();
+  auto* self = this;
+  std::function<Status()> work = [self, name, writable] {
+    std::lock_guard lock(self->mutex_);
+    if (--self->attached_[name] == 0) self->attached_.erase(name);
+    if (!writable) return Status::ok();
+    if (--self->writers_[name] > 0) return Status::ok();
+    self->writers_.erase(name);
+    return self->node_.directory_->unlock_writer(name);
+  };
+  Status st = co_await offload<Status>(std::move(work));
+  if (!st) KELPIE_LOG_WARN("releasing the write attach of '{}' failed: {}", name, st.to_string());
+}
+
+void Node::WriterPolicy::drain() {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (in_flight_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+Status Node::raise_generation() {
+  // Directory operations write inodes and maps: their versions must be above those of
+  // every earlier writer of those objects, wherever it ran.
+  if (!cluster_) return Status::ok();
+  auto generation = directory_->next_generation();
+  if (!generation) return generation.status();
+  ReplicatedStore& store = cluster_->replicated();
+  store.set_generation(std::max(store.generation(), *generation));
+  return Status::ok();
+}
+
+Status Node::ready() const {
+  if (ready_) {
+    if (cluster_) return directory_->refresh();
+    return Status::ok();
+  }
+  if (!cluster_) return Status::error(EAGAIN, "the node is starting");
+  switch (cluster_->driver().status()) {
+    case ClusterStatus::kUnformatted:
+      return Status::error(EAGAIN, "the cluster is not formatted yet (run: kelpie cluster format)");
+    case ClusterStatus::kWaiting:
+      return Status::error(EAGAIN,
+                           "the cluster is waiting for the nodes of its last epoch "
+                           "(see kelpie cluster info; kelpie cluster recover force)");
+    case ClusterStatus::kShutdown:
+      return Status::error(EAGAIN, "the cluster is shutting down");
+    default:
+      return Status::error(EAGAIN, "the node is starting");
+  }
+}
+
+Result<ClusterSummary> Node::summarize_cluster() const {
+  MembershipDriver& driver = cluster_->driver();
+  ClusterSummary s;
+  s.driver = driver.describe();
+  s.status = cluster_status_name(driver.status());
+  auto epoch = driver.current_epoch();
+  if (epoch) {
+    s.cluster_uuid = uuid_to_string(epoch->cluster);
+    s.epoch = epoch->epoch;
+    s.copies = epoch->copies;
+    s.min_copies = epoch->min_copies;
+    s.storage_nodes = static_cast<uint32_t>(epoch->nodes.size());
+    auto view = make_epoch_view(*epoch, superblock_.node_uuid);
+    if (view) s.zones = static_cast<uint32_t>((*view)->ring.zone_count());
+    if (s.zones < s.copies) {
+      s.warnings.push_back("only " + std::to_string(s.zones) + " zone(s): objects keep " +
+                           std::to_string(s.zones) + " of " + std::to_string(s.copies) + " copies");
+    }
+    if (s.zones < s.min_copies) {
+      s.warnings.push_back("fewer zones than min-copies (" + std::to_string(s.min_copies) +
+                           "): writes fail until nodes return");
+    }
+  }
+  for (const MemberInfo& m : driver.live_members()) {
+    if (m.gateway) ++s.gateways;
+  }
+  for (const EpochRecord& record : driver.epoch_history()) {
+    EpochSummary e;
+    e.epoch = record.epoch;
+    e.created_unix_ms = record.created_unix_ms;
+    e.reason = record.reason;
+    for (const MemberInfo& m : record.nodes) e.nodes.push_back(uuid_to_string(m.id));
+    s.history.push_back(std::move(e));
+  }
+  return s;
+}
+
+Result<ClusterSummary> Node::format_cluster(uint32_t copies, uint32_t min_copies) {
+  if (!cluster_) return not_a_cluster();
+  if (copies < 1 || copies > kMaxCopies) return Status::error(EINVAL, "copies must be from 1 to 8");
+  if (min_copies < 1 || min_copies > copies) {
+    return Status::error(EINVAL, "min-copies must be from 1 to copies");
+  }
+  auto record = cluster_->driver().format(copies, min_copies);
+  if (!record) return record.status();
+  return summarize_cluster();
+}
+
+Result<ClusterSummary> Node::cluster_info() {
+  if (!cluster_) return not_a_cluster();
+  return summarize_cluster();
+}
+
+Result<std::vector<MemberSummary>> Node::list_nodes() {
+  if (!cluster_) return not_a_cluster();
+  MembershipDriver& driver = cluster_->driver();
+  std::vector<MemberInfo> live = driver.live_members();
+  auto statuses = driver.member_statuses();
+  std::vector<MemberSummary> out;
+  auto add = [&](const MemberInfo& m, const std::string& status) {
+    MemberSummary s;
+    s.id = uuid_to_string(m.id);
+    s.address = m.peer_address;
+    s.nbd_address = m.nbd_address;
+    s.admin_address = m.admin_address;
+    s.zone = m.zone;
+    s.vnodes = m.vnodes;
+    s.gateway = m.gateway;
+    s.status = status;
+    s.capacity_bytes = m.capacity_bytes;
+    auto it = statuses.find(s.id);
+    if (it != statuses.end()) {
+      auto json = nlohmann::json::parse(it->second, nullptr, false);
+      if (!json.is_discarded()) {
+        s.objects = json.value("objects", uint64_t{0});
+        s.used_bytes = json.value("used_bytes", uint64_t{0});
+      }
+    }
+    out.push_back(std::move(s));
+  };
+  auto is_live = [&](const Uuid& id) {
+    return std::any_of(live.begin(), live.end(), [&](const MemberInfo& m) { return m.id == id; });
+  };
+  if (auto epoch = driver.current_epoch()) {
+    for (const MemberInfo& m : epoch->nodes) add(m, is_live(m.id) ? "up" : "down");
+  }
+  for (const MemberInfo& m : live) {
+    bool listed = std::any_of(out.begin(), out.end(),
+                              [&](const MemberSummary& s) { return s.id == uuid_to_string(m.id); });
+    if (!listed) add(m, m.gateway ? "gateway" : "joining");
+  }
+  return out;
+}
+
+Result<std::vector<RecoverySummary>> Node::recovery_status() {
+  if (!cluster_) return not_a_cluster();
+  std::vector<RecoverySummary> out;
+  for (const auto& [id, text] : cluster_->driver().member_statuses()) {
+    auto json = nlohmann::json::parse(text, nullptr, false);
+    if (json.is_discarded() || !json.contains("state")) continue;
+    RecoverySummary r;
+    r.node = id;
+    r.epoch = json.value("epoch", uint64_t{0});
+    r.state = json.value("state", std::string());
+    r.to_recover = json.value("to_recover", uint64_t{0});
+    r.done = json.value("done", uint64_t{0});
+    r.rate_mib_s = json.value("rate_mib_s", 0.0);
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+Status Node::kill_node(const std::string& id) {
+  if (!cluster_) return not_a_cluster();
+  std::vector<MemberInfo> matches;
+  for (const MemberInfo& m : cluster_->driver().live_members()) {
+    if (uuid_to_string(m.id).rfind(id, 0) == 0) matches.push_back(m);
+  }
+  if (matches.empty()) return Status::error(ENOENT, "no live node " + id);
+  if (matches.size() > 1) return Status::error(EINVAL, "node id " + id + " is ambiguous");
+  const MemberInfo& target = matches.front();
+  if (target.id == superblock_.node_uuid) {
+    KELPIE_LOG_INFO("stopping at the request of kelpie node kill");
+    // After the reply has gone out: the admin server answers before the signal lands.
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      ::kill(::getpid(), SIGTERM);
+    }).detach();
+    return Status::ok();
+  }
+  auto client = AdminClient::connect(target.admin_address);
+  if (!client) return client.status();
+  auto reply = client->call("node.kill", {{"id", uuid_to_string(target.id)}});
+  if (!reply) return reply.status();
+  return Status::ok();
+}
+
+Status Node::shutdown_cluster() {
+  if (!cluster_) return not_a_cluster();
+  return cluster_->driver().request_shutdown();
+}
+
+Status Node::recover_force() {
+  if (!cluster_) return not_a_cluster();
+  auto record = cluster_->driver().force_recover();
+  return record ? Status::ok() : record.status();
+}
+
+Result<CheckReport> Node::check(const std::string& vdi, bool repair) {
+  if (!cluster_) return not_a_cluster();
+  if (Status st = ready(); !st) return st;
+  std::set<VdiId> ids;
+  std::map<VdiId, std::string> names;
+  for (const auto& listed : directory_->list()) names[listed.vdi->id()] = listed.name;
+  if (!vdi.empty()) {
+    auto [name, tag] = split_snapshot_name(vdi);
+    bool found = false;
+    for (const auto& listed : directory_->list()) {
+      if (listed.name == vdi || (tag.empty() && split_snapshot_name(listed.name).first == name)) {
+        ids.insert(listed.vdi->id());
+        found = true;
+      }
+    }
+    if (!found) return Status::error(ENOENT, "VDI '" + vdi + "' not found");
+  }
+  // Flush first, so copies are compared after everything acknowledged has landed.
+  (void)pool_->at(0).block_on(cluster_->store().flush());
+  auto result = cluster_->check(ids, repair);
+  if (!result) return result.status();
+  CheckReport report;
+  report.objects_checked = result->objects;
+  report.copies_checked = result->copies;
+  for (const ReplicaCheck& c : result->issues) {
+    CheckIssue issue;
+    issue.object = c.id.to_hex();
+    auto it = names.find(c.id.vdi);
+    if (it != names.end()) issue.vdi = it->second;
+    issue.node = c.node;
+    issue.problem = c.problem;
+    issue.repaired = c.repaired;
+    if (c.repaired) ++report.repaired;
+    report.issues.push_back(std::move(issue));
+  }
+  return report;
+}
 
 }  // namespace kelpie

@@ -6,12 +6,16 @@
 // down in reverse, flushing every dirty object, so the next start is clean.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "cluster/cluster_member.h"
 #include "daemon/node_control.h"
 #include "engine/io_backend.h"
 #include "engine/local_store.h"
@@ -28,6 +32,12 @@ struct NodeOptions {
   std::string nbd_unix;  // default DATA/nbd.sock; "none" disables
   std::string admin_address = "127.0.0.1:7000";
   unsigned threads = 0;  // 0: cores / kelpied processes on this host
+  // Cluster (issue 3). cluster empty: a single node, no peers.
+  std::string cluster;      // "local:/state/dir"
+  std::string listen;       // peer address; default unix:DATA/peer.sock
+  std::string zone;
+  std::string vnodes = "auto";
+  bool gateway = false;
 };
 
 class Node final : public NodeControl {
@@ -63,6 +73,13 @@ class Node final : public NodeControl {
 
  private:
   VdiSummary summarize(const VdiDirectory::Listed& listed) const;
+  // Cluster mode: opens the VDI directory and NBD once the first epoch is known.
+  Status open_cluster();
+  void serve_when_running();
+  void watch_directory();
+  Status ready() const;
+  Status raise_generation();
+  Result<ClusterSummary> summarize_cluster() const;
 
   NodeOptions options_;
   int lock_fd_ = -1;
@@ -76,6 +93,32 @@ class Node final : public NodeControl {
   std::unique_ptr<VdiDirectory> directory_;
   std::unique_ptr<nbd::NbdServer> nbd_;
   std::chrono::steady_clock::time_point started_;
+
+  std::unique_ptr<ClusterMember> cluster_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> closing_{false};
+  std::atomic<bool> cluster_shutdown_{false};
+  std::thread startup_;
+  std::thread watcher_;
+
+  // One writing gateway per VDI across the cluster (the directory's writer lock).
+  class WriterPolicy final : public AttachPolicy {
+   public:
+    explicit WriterPolicy(Node& node) : node_(node) {}
+    Task<Result<std::shared_ptr<Vdi>>> attach(const std::string& name,
+                                              std::shared_ptr<Vdi> found) override;
+    Task<void> detach(const std::string& name, std::shared_ptr<Vdi> vdi) override;
+    // Waits (bounded) until no attach or detach is in flight. Non-reactor thread.
+    void drain();
+
+   private:
+    std::atomic<int> in_flight_{0};
+    Node& node_;
+    std::mutex mutex_;
+    std::map<std::string, uint32_t> attached_;  // connections per VDI (or snapshot) here
+    std::map<std::string, uint32_t> writers_;   // writable ones
+  };
+  std::unique_ptr<WriterPolicy> writer_policy_;
 };
 
 // Reactor count when --threads is not given: the cores shared among the

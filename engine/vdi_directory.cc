@@ -85,6 +85,27 @@ Result<uint64_t> VdiDirectory::lock_writer(const std::string& name) {
   return generation_;
 }
 
+Result<std::shared_ptr<Vdi>> VdiDirectory::reload(const std::string& text) {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  std::shared_ptr<Vdi> current;
+  {
+    std::lock_guard lock(mutex_);
+    current = find_locked(text);
+  }
+  if (!current) return not_found(text);
+  if (current->attached.load() > 0) return current;
+  auto fresh = load_vdi(current->id(), current->family(), current->read_only());
+  if (!fresh) return fresh.status();
+  std::lock_guard lock(mutex_);
+  auto [name, tag] = split_snapshot_name(text);
+  Entry& entry = entries_.at(name);
+  if (entry.head == current) entry.head = *fresh;
+  for (auto& snap : entry.snapshots)
+    if (snap == current) snap = *fresh;
+  return *fresh;
+}
+
 Status VdiDirectory::unlock_writer(const std::string& name) {
   Control control(*this);
   if (!control.status()) return control.status();

@@ -40,7 +40,9 @@ namespace kelpie {
 class AttachPolicy {
  public:
   virtual ~AttachPolicy() = default;
-  virtual Task<Status> attach(const std::string& name, std::shared_ptr<Vdi> vdi) = 0;
+  // Returns the VDI object the connection must use (`found`, or a fresher one).
+  virtual Task<Result<std::shared_ptr<Vdi>>> attach(const std::string& name,
+                                                    std::shared_ptr<Vdi> found) = 0;
   virtual Task<void> detach(const std::string& name, std::shared_ptr<Vdi> vdi) = 0;
 };
 
@@ -75,6 +77,10 @@ class VdiDirectory {
   // another live node is its writer.
   Result<uint64_t> lock_writer(const std::string& name);
   Status unlock_writer(const std::string& name);
+  // NAME (or NAME@TAG) loaded afresh from its inode and maps, replacing the cached
+  // object, unless a connection of this node has it attached. In a cluster another
+  // node may have written it since this node loaded it.
+  Result<std::shared_ptr<Vdi>> reload(const std::string& name);
   Result<std::shared_ptr<Vdi>> create(const std::string& name, uint64_t size_bytes,
                                       uint32_t object_shift);
   // tag empty: the next free number.

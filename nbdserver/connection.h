@@ -44,7 +44,9 @@ class Connection {
   Task<Status> send_option_reply(uint32_t option, uint32_t type, std::span<const uint8_t> data);
   Task<Status> send_option_error(uint32_t option, uint32_t type, const std::string& message);
   uint16_t transmission_flags() const;
-  bool attach(const std::string& name);
+  // Finds the export and admits it through the directory's attach policy; on refusal
+  // `refusal` says why (the client gets it with NBD_REP_ERR_POLICY).
+  Task<bool> attach(const std::string& name, std::string* refusal);
 
   // Transmission (transmission.cc).
   Task<void> serve();
@@ -57,6 +59,7 @@ class Connection {
   VdiDirectory& directory_;
   const ReactorPool& reactors_;
   std::shared_ptr<Vdi> vdi_;
+  std::string attached_name_;  // admitted by the attach policy (detached at the end)
   ExportState state_;
   bool no_zeroes_ = false;
   bool broken_ = false;  // a send failed: stop reading, let in-flight requests drain

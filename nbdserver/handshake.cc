@@ -44,14 +44,23 @@ uint16_t Connection::transmission_flags() const {
   return flags;
 }
 
-bool Connection::attach(const std::string& name) {
+Task<bool> Connection::attach(const std::string& name, std::string* refusal) {
   std::shared_ptr<Vdi> vdi = directory_.find(name);
-  if (!vdi) return false;
+  if (!vdi) co_return false;
+  if (AttachPolicy* policy = directory_.attach_policy()) {
+    Result<std::shared_ptr<Vdi>> admitted = co_await policy->attach(name, vdi);
+    if (!admitted) {
+      if (refusal) *refusal = admitted.status().message();
+      co_return false;
+    }
+    vdi = *admitted;
+    attached_name_ = name;
+  }
   vdi_ = std::move(vdi);
   vdi_->attached.fetch_add(1);
   state_.size_bytes = vdi_->size();
   state_.read_only = vdi_->read_only();  // snapshots ("NAME@TAG") are read-only exports
-  return true;
+  co_return true;
 }
 
 Task<Status> Connection::send_option_reply(uint32_t option, uint32_t type,
@@ -146,7 +155,9 @@ Task<Connection::Next> Connection::handle_option(uint32_t option, std::span<cons
 
 Task<Connection::Next> Connection::handle_export_name(std::span<const uint8_t> data) {
   std::string name(reinterpret_cast<const char*>(data.data()), data.size());
-  if (data.size() > kMaxExportNameLength || !attach(name)) {
+  bool attached = data.size() <= kMaxExportNameLength;
+  if (attached) attached = co_await attach(name, nullptr);
+  if (!attached) {
     // NBD_OPT_EXPORT_NAME has no error reply: the only answer is to close.
     KELPIE_LOG_INFO("nbd: unknown export requested with EXPORT_NAME; closing");
     co_return Next::kClose;
@@ -170,6 +181,15 @@ Task<Connection::Next> Connection::handle_info(uint32_t option, std::span<const 
     co_return (co_await send_option_error(option, kRepErrUnknown,
                                           "no VDI named '" + request->export_name.substr(0, 256) + "'"))
             .is_ok() ? Next::kNegotiate : Next::kClose;
+  }
+  if (option == kOptGo) {
+    std::string refusal;
+    bool attached = co_await attach(request->export_name, &refusal);
+    if (!attached) {
+      if (refusal.empty()) refusal = "VDI '" + request->export_name.substr(0, 256) + "' went away";
+      co_return (co_await send_option_error(option, kRepErrPolicy, refusal)).is_ok() ? Next::kNegotiate
+                                                                                      : Next::kClose;
+    }
   }
   std::vector<uint8_t> info;
   append_be16(info, kInfoExport);
@@ -202,7 +222,6 @@ Task<Connection::Next> Connection::handle_info(uint32_t option, std::span<const 
   if (!(co_await send_option_reply(option, kRepInfo, info)).is_ok()) co_return Next::kClose;
   if (!(co_await send_option_reply(option, kRepAck, {})).is_ok()) co_return Next::kClose;
   if (option == kOptInfo) co_return Next::kNegotiate;
-  if (!attach(request->export_name)) co_return Next::kClose;
   co_return Next::kTransmit;
 }
 

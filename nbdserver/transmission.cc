@@ -41,7 +41,12 @@ Task<void> Connection::run() {
     co_await serve();
     co_await switch_to(*home);  // the server's bookkeeping for this fd lives there
   }
-  if (vdi_) vdi_->attached.fetch_sub(1);
+  if (vdi_) {
+    vdi_->attached.fetch_sub(1);
+    if (!attached_name_.empty()) {
+      if (AttachPolicy* policy = directory_.attach_policy()) co_await policy->detach(attached_name_, vdi_);
+    }
+  }
   ::close(stream_.fd());
 }
 

@@ -1,0 +1,105 @@
+// ClusterMember: one kelpied's cluster parts wired together — membership driver,
+// epochs, peer server and client, replica service, recovery and the replicated
+// store the VDI layer runs on (DESIGN.md, the layering under Processes).
+//
+// Contract:
+//  - open() (from main, before anything is served) opens the driver named by the
+//    spec ("local:/state/dir"), refuses a data directory that belongs to another
+//    cluster, starts the peer server and joins. Epochs then arrive on the driver's
+//    thread: each is published to every reactor and starts recovery.
+//  - store() is the ObjectStore the VDI layer must use; it waits for an epoch.
+//  - close(leave): stops recovery, leaves the cluster (a new epoch) when `leave`,
+//    else only stops the heartbeat (whole-cluster shutdown), then stops the server.
+//  - check() compares every replica of every object (or of the given VDI ids) by
+//    version and content and, with repair, rewrites bad copies from the newest good
+//    one. Control-plane: call from a non-reactor thread.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cluster/epoch_state.h"
+#include "cluster/membership.h"
+#include "cluster/peer_transport.h"
+#include "cluster/recovery.h"
+#include "cluster/replica_service.h"
+#include "cluster/replicated_store.h"
+#include "engine/directory_backing.h"
+#include "engine/local_store.h"
+#include "engine/superblock.h"
+
+namespace kelpie {
+
+struct ClusterMemberOptions {
+  std::string spec;           // "local:/path"
+  std::string listen;         // peer address: "HOST:PORT" or "unix:/path"
+  std::string data_dir;
+  std::string admin_address;
+  std::string nbd_address;
+  std::string zone;
+  std::string vnodes = "auto";  // "auto" or a number
+  bool gateway = false;
+};
+
+struct ReplicaCheck {
+  ObjectId id;
+  std::string node;     // uuid
+  std::string problem;  // "missing copy", "stale version", "bad checksum", "differs"
+  bool repaired = false;
+};
+
+struct CheckResult {
+  uint64_t objects = 0;
+  uint64_t copies = 0;
+  std::vector<ReplicaCheck> issues;
+};
+
+class ClusterMember {
+ public:
+  ClusterMember(ClusterMemberOptions options, Superblock& superblock, const ReactorPool& reactors,
+                LocalStore* store);
+  ~ClusterMember();
+
+  Status open(std::function<void()> on_shutdown);
+  void close(bool leave);
+
+  ObjectStore& store() { return *replicated_; }
+  ReplicatedStore& replicated() { return *replicated_; }
+  MembershipDriver& driver() { return *driver_; }
+  EpochState& epochs() { return *epochs_; }
+  Recovery* recovery() { return recovery_.get(); }
+  const ClusterMemberOptions& options() const { return options_; }
+  std::unique_ptr<DirectoryBacking> make_directory_backing() const;
+  // The shared file the directory lives in (for change polling).
+  std::string directory_path() const;
+  const MemberInfo& self() const { return self_; }
+
+  // vdis empty: every object.
+  Result<CheckResult> check(const std::set<VdiId>& vdis, bool repair);
+
+ private:
+  void on_epoch(const EpochRecord& record);
+
+  ClusterMemberOptions options_;
+  Superblock& superblock_;
+  const ReactorPool& reactors_;
+  LocalStore* local_;
+  std::string state_dir_;
+  MemberInfo self_;
+  std::atomic<bool> cluster_known_{false};
+  std::unique_ptr<MembershipDriver> driver_;
+  std::unique_ptr<EpochState> epochs_;
+  std::unique_ptr<PeerClient> peers_;
+  std::unique_ptr<Recovery> recovery_;
+  std::unique_ptr<ReplicaService> service_;
+  std::unique_ptr<PeerServer> server_;
+  std::unique_ptr<ReplicatedStore> replicated_;
+  std::mutex cluster_mutex_;
+  Uuid cluster_{};
+};
+
+}  // namespace kelpie

@@ -1,0 +1,95 @@
+// Recovery: after every epoch change, this storage node pulls the objects it must
+// hold and does not hold at the newest version (DESIGN.md, Recovery; rules 2, 3, 7).
+//
+// Contract:
+//  - start(view) (any thread) begins recovery to that epoch, abandoning an older one.
+//    Phase "listing": ask every storage node of the epoch (itself included, from
+//    the local object list cache) for its object list with versions; an object this
+//    node must hold (ring of the epoch) whose newest version is elsewhere, or that
+//    it lacks, is pending. Phase "recovering": workers pull pending objects from a
+//    holder of the newest version (kFetchObject; crc-verified at the source) and
+//    install them (durable before they count). Phase "done": published through the
+//    membership driver; once every node of the epoch reports done, copies this node
+//    no longer owns are deleted.
+//  - Until listing is over, every object is unknown: ensure() waits. A pending
+//    object asked for by a client jumps the queue: ensure() pulls it at once.
+//  - Throttle: at most `workers` pulls in flight and at most `max_bytes_per_s`.
+//  - A copy a client wrote after listing is newer than any source: an install never
+//    replaces a copy whose version is at or above the fetched one.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "cluster/epoch_state.h"
+#include "cluster/membership.h"
+#include "cluster/peer_transport.h"
+#include "engine/local_store.h"
+
+namespace kelpie {
+
+struct RecoveryOptions {
+  unsigned workers = 2;
+  uint64_t max_bytes_per_s = 200ull << 20;
+};
+
+class Recovery {
+ public:
+  Recovery(LocalStore& store, EpochState& epochs, PeerClient& peers, MembershipDriver& driver,
+           const ReactorPool& reactors, Uuid self, RecoveryOptions options = {});
+  ~Recovery();
+
+  void start(std::shared_ptr<const EpochView> view);
+  // Stops workers (bounded wait). From a non-reactor thread.
+  void stop();
+
+  // On a reactor: ok once `id` may be served in `epoch` here; kEpochMismatch status
+  // if this node has moved past `epoch`; EIO if the newest copy can not be fetched.
+  Task<Status> ensure(const ObjectId& id, uint64_t epoch);
+  // Forget any pending pull of `id` (the object is being replaced or removed).
+  void forget(const ObjectId& id, uint64_t epoch);
+
+  struct Progress {
+    uint64_t epoch = 0;
+    std::string state = "listing";
+    uint64_t to_recover = 0;
+    uint64_t done = 0;
+    double rate_mib_s = 0;
+  };
+  Progress progress() const;
+
+ private:
+  struct Pending {
+    ListedObject best;
+    std::vector<NodeIndex> sources;
+    bool in_flight = false;
+  };
+  struct Run;
+
+  Task<void> run(std::shared_ptr<Run> run);
+  Task<Status> list_all(std::shared_ptr<Run> run);
+  Task<void> worker(std::shared_ptr<Run> run);
+  Task<Status> pull(const Run& run, const ObjectId& id, const Pending& pending);
+  Task<void> cleanup(std::shared_ptr<Run> run);
+  void publish(const Run& run);
+
+  LocalStore& store_;
+  EpochState& epochs_;
+  PeerClient& peers_;
+  MembershipDriver& driver_;
+  const ReactorPool& reactors_;
+  Uuid self_;
+  RecoveryOptions options_;
+
+  mutable std::mutex mutex_;
+  std::shared_ptr<Run> run_;
+  std::atomic<uint64_t> done_epoch_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> running_{0};
+};
+
+}  // namespace kelpie

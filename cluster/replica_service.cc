@@ -1,0 +1,186 @@
+#include "cluster/replica_service.h"
+
+#include <cerrno>
+
+#include "common/uuid.h"
+
+namespace kelpie {
+
+ReplicaService::ReplicaService(LocalStore* store, Recovery* recovery, EpochState& epochs,
+                               Uuid self, std::function<Uuid()> cluster_id)
+    : store_(store),
+      recovery_(recovery),
+      epochs_(epochs),
+      self_(self),
+      cluster_id_(std::move(cluster_id)) {}
+
+Status ReplicaService::accept_hello(const PeerHello& hello) {
+  if (hello.protocol_version != kPeerProtocolVersion) {
+    return Status::error(EPROTO, "peer protocol version " + std::to_string(hello.protocol_version) +
+                                     " is not supported (this node speaks " +
+                                     std::to_string(kPeerProtocolVersion) + ")");
+  }
+  Uuid cluster = cluster_id_();
+  if (cluster == Uuid{}) return Status::error(EINVAL, "this node's cluster is not formatted yet");
+  if (hello.cluster != cluster) {
+    return Status::error(EINVAL, "peer belongs to cluster " + uuid_to_string(hello.cluster) +
+                                     ", this node to cluster " + uuid_to_string(cluster));
+  }
+  if (hello.expected_receiver != self_) {
+    return Status::error(EINVAL, "peer expected node " + uuid_to_string(hello.expected_receiver) +
+                                     ", this is node " + uuid_to_string(self_));
+  }
+  return Status::ok();
+}
+
+Task<PeerReply> ReplicaService::handle(const PeerRequest& request) {
+  return serve(request, {});
+}
+
+Task<PeerReply> ReplicaService::apply(const PeerRequest& request, std::span<uint8_t> read_into) {
+  return serve(request, read_into);
+}
+
+namespace {
+void fail(PeerReply& reply, const Status& status) {
+  reply.status = status.code();
+  reply.message = status.message();
+}
+}  // namespace
+
+Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint8_t> read_into) {
+  PeerReply reply;
+  const std::shared_ptr<const EpochView>& view = epochs_.current();
+  reply.epoch = view ? view->epoch() : 0;
+  if (request.op == PeerOp::kAdmin) {
+    fail(reply, Status::error(ENOTSUP, "admin requests travel over the admin protocol"));
+    co_return reply;
+  }
+  if (request.op == PeerOp::kHello) {
+    fail(reply, Status::error(EPROTO, "hello after the handshake"));
+    co_return reply;
+  }
+  if (!view || request.epoch != view->epoch()) {
+    reply.status = kEpochMismatch;
+    co_return reply;
+  }
+  if (store_ == nullptr) {
+    fail(reply, Status::error(EINVAL, "this node is a gateway and stores no objects"));
+    co_return reply;
+  }
+  const uint64_t epoch = view->epoch();
+  auto ensure = [&](const ObjectId& id) -> Task<Status> {
+    if (recovery_ == nullptr) co_return Status::ok();
+    co_return co_await recovery_->ensure(id, epoch);
+  };
+  auto finish = [&](const Status& status) {
+    if (status.code() == kEpochMismatch) {
+      reply.status = kEpochMismatch;
+    } else if (!status) {
+      fail(reply, status);
+    }
+  };
+
+  switch (request.op) {
+    case PeerOp::kRead: {
+      Status ready = co_await ensure(request.id);
+      if (!ready) {
+        finish(ready);
+        break;
+      }
+      std::span<uint8_t> out = read_into;
+      if (out.empty()) {
+        reply.data = Buffer::get(request.length);
+        out = std::span<uint8_t>(reply.data.data(), request.length);
+      }
+      Status status = co_await store_->read(request.id, request.offset, out);
+      if (!status) reply.data = Buffer();
+      finish(status);
+      break;
+    }
+    case PeerOp::kWrite: {
+      Status ready = co_await ensure(request.id);
+      if (!ready) {
+        finish(ready);
+        break;
+      }
+      WriteOptions options;
+      options.fua = (request.flags & kPeerFlagFua) != 0;
+      options.create = (request.flags & kPeerFlagCreate) != 0;
+      options.object_size = request.object_size;
+      options.version = request.version;
+      finish(co_await store_->write(request.id, request.offset, request.data, options));
+      break;
+    }
+    case PeerOp::kZero: {
+      Status ready = co_await ensure(request.id);
+      if (!ready) {
+        finish(ready);
+        break;
+      }
+      finish(co_await store_->zero_versioned(request.id, request.offset, request.length,
+                                             (request.flags & kPeerFlagFua) != 0,
+                                             request.version));
+      break;
+    }
+    case PeerOp::kCreateFrom: {
+      Status ready = co_await ensure(request.src);
+      if (!ready) {
+        finish(ready);
+        break;
+      }
+      if (recovery_ != nullptr) recovery_->forget(request.id, epoch);
+      finish(co_await store_->create_from_versioned(request.id, request.src, request.version));
+      break;
+    }
+    case PeerOp::kRemove: {
+      if (recovery_ != nullptr) recovery_->forget(request.id, epoch);
+      finish(co_await store_->remove(request.id));
+      break;
+    }
+    case PeerOp::kSync:
+      finish(co_await store_->flush());
+      break;
+    case PeerOp::kListObjects: {
+      auto listed = co_await store_->list_all();
+      if (!listed) {
+        finish(listed.status());
+        break;
+      }
+      reply.objects.reserve(listed->size());
+      for (const StoredObject& object : *listed) {
+        reply.objects.push_back(ListedObject{object.id, object.version, object.object_size});
+      }
+      break;
+    }
+    case PeerOp::kFetchObject: {
+      // A recovery source: served without waiting for this node's own recovery (the
+      // puller chose this copy by its version), after the writes it accepted.
+      auto fetched = co_await store_->fetch(request.id);
+      if (!fetched) {
+        finish(fetched.status());
+        break;
+      }
+      reply.version = fetched->version;
+      reply.object_size = fetched->object_size;
+      reply.data = std::move(fetched->data);
+      break;
+    }
+    case PeerOp::kObjectVersion: {
+      auto info = co_await store_->stat_object(request.id);
+      if (!info) {
+        finish(info.status());
+        break;
+      }
+      reply.version = info->version;
+      reply.object_size = info->object_size;
+      break;
+    }
+    default:
+      fail(reply, Status::error(EINVAL, "unknown peer request"));
+      break;
+  }
+  co_return reply;
+}
+
+}  // namespace kelpie

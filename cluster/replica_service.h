@@ -1,0 +1,45 @@
+// ReplicaService: how a storage node serves its copies to gateways and peers.
+//
+// Contract:
+//  - handle() serves one peer request (PeerHandler); apply() is the same for the
+//    gateway's own in-process replica. Both run on the calling reactor.
+//  - The epoch fence: a request from another epoch is answered kEpochMismatch with
+//    this node's epoch, and nothing is done.
+//  - Objects are served only once recovery says they are current here (ensure()).
+//  - Writes carry the writer's version; the local store refuses lower generations
+//    (ESTALE). A gateway-only node has no store and refuses data requests (EINVAL).
+//  - kAdmin is refused (ENOTSUP): admin requests between nodes use the admin
+//    protocol for now (docs/protocol.md).
+#pragma once
+
+#include <functional>
+
+#include "cluster/epoch_state.h"
+#include "cluster/peer_transport.h"
+#include "cluster/recovery.h"
+#include "engine/local_store.h"
+
+namespace kelpie {
+
+class ReplicaService final : public PeerHandler {
+ public:
+  // store and recovery are null on a gateway-only node.
+  ReplicaService(LocalStore* store, Recovery* recovery, EpochState& epochs, Uuid self,
+                 std::function<Uuid()> cluster_id);
+
+  Status accept_hello(const PeerHello& hello) override;
+  Task<PeerReply> handle(const PeerRequest& request) override;
+  // In-process: kRead bytes go straight into read_into.
+  Task<PeerReply> apply(const PeerRequest& request, std::span<uint8_t> read_into);
+
+ private:
+  Task<PeerReply> serve(const PeerRequest& request, std::span<uint8_t> read_into);
+
+  LocalStore* store_;
+  Recovery* recovery_;
+  EpochState& epochs_;
+  Uuid self_;
+  std::function<Uuid()> cluster_id_;
+};
+
+}  // namespace kelpie

@@ -1,0 +1,316 @@
+#include "cluster/replicated_store.h"
+
+#include <cerrno>
+#include <optional>
+#include <unordered_set>
+
+#include "common/log.h"
+#include "engine/object_file.h"
+#include "engine/sync.h"
+
+namespace kelpie {
+
+using Clock = std::chrono::steady_clock;
+
+// Per owner reactor: the range locks of objects with updates in flight.
+struct ReplicatedStore::Shard {
+  struct Entry {
+    RangeLock lock;
+    uint32_t users = 0;
+  };
+  std::unordered_map<ObjectId, std::unique_ptr<Entry>, ObjectIdHash> objects;
+};
+
+ReplicatedStore::ReplicatedStore(EpochState& epochs, PeerClient& peers, ReplicaService& local,
+                                 const ReactorPool& reactors, ReplicationOptions options)
+    : epochs_(epochs), peers_(peers), local_(local), reactors_(reactors), options_(options) {
+  for (size_t i = 0; i < reactors.size(); ++i) shards_.push_back(std::make_unique<Shard>());
+}
+
+ReplicatedStore::~ReplicatedStore() = default;
+
+Task<Result<PeerReply>> ReplicatedStore::send(const EpochView& view, NodeIndex node,
+                                              const PeerRequest& request,
+                                              std::span<uint8_t> read_into) {
+  if (view.self && node == *view.self) {
+    co_return Result<PeerReply>(co_await local_.apply(request, read_into));
+  }
+  const MemberInfo& member = view.member(node);
+  co_return co_await peers_.call(member.id, member.peer_address, request, read_into);
+}
+
+namespace {
+
+const char* op_name(PeerOp op) {
+  switch (op) {
+    case PeerOp::kWrite: return "write";
+    case PeerOp::kZero: return "zero";
+    case PeerOp::kCreateFrom: return "copy-on-write";
+    case PeerOp::kRemove: return "remove";
+    case PeerOp::kSync: return "sync";
+    default: return "request";
+  }
+}
+
+}  // namespace
+
+Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
+  const auto deadline = Clock::now() + options_.retry_deadline;
+  Status last = Status::error(EIO, "no replica answered");
+  for (;;) {
+    std::shared_ptr<const EpochView> view = epochs_.current();
+    if (!view) {
+      bool joined = co_await epochs_.wait_any(deadline);
+      if (!joined) co_return Status::error(EIO, "this node has not joined a formatted cluster");
+      continue;
+    }
+    std::vector<NodeIndex> targets;
+    if (all_nodes) {
+      for (NodeIndex i = 0; i < view->members.size(); ++i) targets.push_back(i);
+    } else {
+      ReplicaSet set = view->replicas(request.id);
+      targets.assign(set.begin(), set.end());
+      uint32_t min_copies = std::max<uint32_t>(1, view->record.min_copies);
+      if (targets.size() < min_copies && request.op != PeerOp::kRemove) {
+        KELPIE_LOG_ERROR("{} of object {} refused: epoch {} has {} of {} copies, below min-copies {}",
+                         op_name(request.op), request.id.to_hex(), view->epoch(), targets.size(),
+                         view->record.copies, min_copies);
+        co_return Status::error(EIO, "too few replicas (below min-copies)");
+      }
+    }
+    request.epoch = view->epoch();
+    std::vector<std::optional<Result<PeerReply>>> replies(targets.size());
+    std::vector<Task<Status>> tasks;
+    tasks.reserve(targets.size());
+    for (size_t i = 0; i < targets.size(); ++i) {
+      tasks.push_back([](ReplicatedStore* self, const EpochView& view, NodeIndex node,
+                         const PeerRequest& request,
+                         std::optional<Result<PeerReply>>& out) -> Task<Status> {
+        out.emplace(co_await self->send(view, node, request, {}));
+        co_return Status::ok();
+      }(this, *view, targets[i], request, replies[i]));
+    }
+    (void)co_await when_all(std::move(tasks));
+
+    bool wait_epoch = false;
+    bool retry_soon = false;
+    bool all_ok = true;
+    for (size_t i = 0; i < replies.size(); ++i) {
+      const MemberInfo& member = view->member(targets[i]);
+      const Result<PeerReply>& outcome = *replies[i];
+      if (!outcome) {
+        all_ok = false;
+        wait_epoch = true;
+        last = Status::error(EIO, "node " + uuid_to_string(member.id) + ": " +
+                                      outcome.status().to_string());
+        continue;
+      }
+      const PeerReply& reply = outcome.value();
+      if (reply.status == 0) continue;
+      all_ok = false;
+      if (reply.status == kEpochMismatch) {
+        if (reply.epoch > view->epoch()) {
+          wait_epoch = true;
+        } else {
+          retry_soon = true;
+        }
+        continue;
+      }
+      if (request.op == PeerOp::kRemove && reply.status == ENOENT) continue;
+      if (reply.status == ESTALE) {
+        KELPIE_LOG_ERROR("{} of object {} fenced by node {}: a newer attach owns this VDI ({})",
+                         op_name(request.op), request.id.to_hex(), uuid_to_string(member.id),
+                         reply.message);
+        co_return Status::error(EIO, "write fenced by a newer attach");
+      }
+      if (reply.status == ENOSPC) co_return Status::error(ENOSPC, reply.message);
+      if (reply.status == kNotReady) {
+        retry_soon = true;
+        continue;
+      }
+      KELPIE_LOG_ERROR("{} of object {} failed on node {}: {} ({})", op_name(request.op),
+                       request.id.to_hex(), uuid_to_string(member.id), reply.message,
+                       reply.status);
+      co_return Status::error(reply.status, reply.message);
+    }
+    if (all_ok || (!wait_epoch && !retry_soon)) co_return Status::ok();
+    if (Clock::now() >= deadline) {
+      KELPIE_LOG_ERROR("{} of object {} gave up after {} ms: {}", op_name(request.op),
+                       request.id.to_hex(), options_.retry_deadline.count(), last.to_string());
+      co_return Status::error(EIO, last.message());
+    }
+    if (wait_epoch) {
+      // The replica set changes with the next epoch; a node that merely paused may
+      // also come back, so look again after a short while in any case.
+      (void)co_await epochs_.wait_newer(view->epoch(),
+                                        std::min(deadline, Clock::now() + std::chrono::milliseconds(500)));
+    } else {
+      co_await sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first_block,
+                                             uint64_t last_block) {
+  Reactor* home = Reactor::current();
+  Reactor& owner = reactors_.owner(request.id);
+  co_await switch_to(owner);
+  Shard& shard = *shards_[owner.index()];
+  auto& slot = shard.objects[request.id];
+  if (!slot) slot = std::make_unique<Shard::Entry>();
+  Shard::Entry* entry = slot.get();
+  entry->users++;
+  Status status;
+  {
+    RangeLock::Guard guard = co_await entry->lock.lock(first_block, last_block, true);
+    request.version = ObjectVersion{generation_.load(), sequence_.fetch_add(1) + 1};
+    status = co_await replicate(request, false);
+  }
+  if (--entry->users == 0) shard.objects.erase(request.id);
+  co_await switch_to(*home);
+  co_return status;
+}
+
+Task<Status> ReplicatedStore::write(ObjectId id, uint64_t offset, std::span<const uint8_t> data,
+                                    WriteOptions options) {
+  if (data.empty() && !options.create) co_return Status::ok();
+  PeerRequest request;
+  request.op = PeerOp::kWrite;
+  request.id = id;
+  request.offset = offset;
+  request.length = data.size();
+  request.data = data;
+  request.object_size = options.object_size;
+  request.flags = (options.fua ? kPeerFlagFua : 0) | (options.create ? kPeerFlagCreate : 0);
+  uint64_t first = offset / kBlockSize;
+  uint64_t last = (offset + std::max<size_t>(data.size(), 1) - 1) / kBlockSize;
+  if (options.create) {
+    first = 0;
+    last = UINT64_MAX / 2;
+  }
+  co_return co_await ordered_update(request, first, last);
+}
+
+Task<Status> ReplicatedStore::zero(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
+  if (length == 0) co_return Status::ok();
+  PeerRequest request;
+  request.op = PeerOp::kZero;
+  request.id = id;
+  request.offset = offset;
+  request.length = length;
+  request.flags = fua ? kPeerFlagFua : 0;
+  co_return co_await ordered_update(request, offset / kBlockSize,
+                                    (offset + length - 1) / kBlockSize);
+}
+
+Task<Status> ReplicatedStore::create_from(ObjectId dst, ObjectId src) {
+  PeerRequest request;
+  request.op = PeerOp::kCreateFrom;
+  request.id = dst;
+  request.src = src;
+  co_return co_await ordered_update(request, 0, UINT64_MAX / 2);
+}
+
+Task<Status> ReplicatedStore::remove(ObjectId id) {
+  PeerRequest request;
+  request.op = PeerOp::kRemove;
+  request.id = id;
+  co_return co_await ordered_update(request, 0, UINT64_MAX / 2);
+}
+
+Task<Status> ReplicatedStore::flush() {
+  PeerRequest request;
+  request.op = PeerOp::kSync;
+  co_return co_await replicate(request, true);
+}
+
+Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
+  if (out.empty()) co_return Status::ok();
+  const auto deadline = Clock::now() + options_.retry_deadline;
+  Status last = Status::error(EIO, "no replica of object " + id.to_hex() + " answered");
+  for (;;) {
+    std::shared_ptr<const EpochView> view = epochs_.current();
+    if (!view) {
+      bool joined = co_await epochs_.wait_any(deadline);
+      if (!joined) co_return Status::error(EIO, "this node has not joined a formatted cluster");
+      continue;
+    }
+    ReplicaSet set = view->replicas(id);
+    std::vector<NodeIndex> order;
+    if (view->self && set.contains(*view->self)) order.push_back(*view->self);
+    for (NodeIndex node : set) {
+      if (!view->self || node != *view->self) order.push_back(node);
+    }
+    PeerRequest request;
+    request.op = PeerOp::kRead;
+    request.epoch = view->epoch();
+    request.id = id;
+    request.offset = offset;
+    request.length = out.size();
+    bool wait_epoch = false;
+    bool retry_soon = false;
+    for (NodeIndex node : order) {
+      auto reply = co_await send(*view, node, request, out);
+      if (!reply) {
+        wait_epoch = true;
+        last = reply.status();
+        continue;
+      }
+      if (reply->status == 0) co_return Status::ok();
+      if (reply->status == ENOENT) co_return Status::error(ENOENT, reply->message);
+      if (reply->status == kEpochMismatch) {
+        (reply->epoch > view->epoch() ? wait_epoch : retry_soon) = true;
+        continue;
+      }
+      if (reply->status == kNotReady) {
+        retry_soon = true;
+        continue;
+      }
+      // EIO (a bad block on that copy) or another local failure: try the next copy.
+      last = Status::error(reply->status, reply->message);
+      KELPIE_LOG_WARN("read of object {} from node {} failed: {}; trying another copy",
+                      id.to_hex(), uuid_to_string(view->member(node).id), reply->message);
+    }
+    if (!wait_epoch && !retry_soon) co_return last;
+    if (Clock::now() >= deadline) co_return Status::error(EIO, last.message());
+    if (wait_epoch) {
+      (void)co_await epochs_.wait_newer(view->epoch(),
+                                        std::min(deadline, Clock::now() + std::chrono::milliseconds(500)));
+    } else {
+      co_await sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+}
+
+Task<Result<std::vector<ObjectId>>> ReplicatedStore::list_objects(VdiId owner) {
+  const auto deadline = Clock::now() + options_.retry_deadline;
+  for (;;) {
+    std::shared_ptr<const EpochView> view = epochs_.current();
+    if (!view) {
+      bool joined = co_await epochs_.wait_any(deadline);
+      if (!joined) co_return Status::error(EIO, "no epoch");
+      continue;
+    }
+    PeerRequest request;
+    request.op = PeerOp::kListObjects;
+    request.epoch = view->epoch();
+    std::unordered_set<ObjectId, ObjectIdHash> found;
+    bool complete = true;
+    for (NodeIndex node = 0; node < view->members.size(); ++node) {
+      auto reply = co_await send(*view, node, request, {});
+      if (!reply || reply->status != 0) {
+        complete = false;
+        break;
+      }
+      for (const ListedObject& object : reply->objects) {
+        if (object.id.vdi == owner) found.insert(object.id);
+      }
+    }
+    if (complete) co_return std::vector<ObjectId>(found.begin(), found.end());
+    if (Clock::now() >= deadline) co_return Status::error(EIO, "could not list every node");
+    (void)co_await epochs_.wait_newer(view->epoch(),
+                                      std::min(deadline, Clock::now() + std::chrono::milliseconds(500)));
+  }
+}
+
+}  // namespace kelpie

@@ -176,12 +176,15 @@ Status VdiDirectory::reconcile(const std::string& text) {
   // Keep the VDI objects this node already has for ids that did not change and are
   // attached here (their gateway is this node: nobody else changed them); load the
   // others afresh, so a resize or a new head made elsewhere is seen.
-  auto known = [&](VdiId id, bool attached_only) -> std::shared_ptr<Vdi> {
+  // A head is kept only while attached here; a snapshot (frozen) always. An id that
+  // was a head here and is a snapshot now must be loaded again (frozen, tagged).
+  auto known = [&](VdiId id, bool snapshot) -> std::shared_ptr<Vdi> {
     std::lock_guard lock(mutex_);
     for (const auto& [name, entry] : entries_) {
-      if (entry.head->id() == id && (!attached_only || entry.head->attached.load() > 0)) {
+      if (!snapshot && entry.head->id() == id && entry.head->attached.load() > 0) {
         return entry.head;
       }
+      if (!snapshot) continue;
       for (const auto& snap : entry.snapshots)
         if (snap->id() == id) return snap;
     }
@@ -191,7 +194,7 @@ Status VdiDirectory::reconcile(const std::string& text) {
     std::string name = item.value("name", "");
     VdiId family = item.value("family", 0u);
     VdiId head_id = item.value("id", 0u);
-    std::shared_ptr<Vdi> head = known(head_id, true);
+    std::shared_ptr<Vdi> head = known(head_id, false);
     if (!head) {
       auto loaded = load_vdi(head_id, family, false);
       if (!loaded) return Status::error(EIO, "VDI '" + name + "': " + loaded.status().message());
@@ -200,7 +203,7 @@ Status VdiDirectory::reconcile(const std::string& text) {
     Entry entry{head, {}, item.value("restored_from", ""), item.value("writer", "")};
     for (const auto& snap : item.value("snapshots", nlohmann::json::array())) {
       VdiId snap_id = snap.value("id", 0u);
-      std::shared_ptr<Vdi> vdi = known(snap_id, false);
+      std::shared_ptr<Vdi> vdi = known(snap_id, true);
       if (!vdi) {
         auto loaded = load_vdi(snap_id, family, true);
         if (!loaded) return Status::error(EIO, "snapshot of '" + name + "': " + loaded.status().message());

@@ -36,7 +36,7 @@ MAGIC = 0x4B454C5049454143  # "KELPIEAC"
 
 def chunk_pattern(conn, seq, offset):
     head = struct.pack("<QIIQ", MAGIC, conn, seq, offset)
-    return (head * (CHUNK // len(head)))[:CHUNK]
+    return (head * (CHUNK // len(head) + 1))[:CHUNK]
 
 
 def block_data(conn, seq, offset, block):

@@ -38,7 +38,7 @@ for i in 4 1 2 3; do
 done
 echo "disk md5 $WANT through the gateway and every storage node"
 [ "$(copies_of_vdi disk)" = 3 ] || cfail "disk does not have 3 copies"
-GW_OBJECTS=$(find "$CL_DIR/n4/objects" -type f 2>/dev/null | wc -l)
+GW_OBJECTS=$( (find "$CL_DIR/n4/objects" -type f 2>/dev/null || true) | wc -l)
 [ "$GW_OBJECTS" = 0 ] || cfail "the gateway holds $GW_OBJECTS object files"
 check_json "$(ncli 1 node list --json)" \
   "[m['objects'] for m in doc if m['id'] == '$(node_id 4)'] == [0]" ||
@@ -50,6 +50,9 @@ acked_start "$(node_uri 4 live)" "$LT_TMP/live.log" --connections 4 --area $((32
 poll_until 60 acked_at_least "$LT_TMP/live.log" 200 || cfail "fewer than 200 writes acknowledged within 60s"
 kill_node 4
 STATUS=$(acked_wait "$LT_TMP/live.log")
+# Its write attach holds until failure detection says the gateway is gone.
+gateway_gone() { check_json "$(ncli 1 node list --json)" "all(m['id'] != '$(node_id 4)' for m in doc)"; }
+poll_until 10 gateway_gone || cfail "the killed gateway is still listed"
 [ "$STATUS" = 3 ] || cfail "the writer did not notice the gateway's death (status $STATUS)"
 echo "$(acked_count "$LT_TMP/live.log") writes acknowledged before the kill"
 for i in 1 2 3; do acked_verify "$(node_uri "$i" live)" "$LT_TMP/live.log" --area $((32 * M)); done

@@ -365,7 +365,13 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
       return vdi.status();
     }
     if (writable && self->writers_[name] == 0) {
+      // A client that just closed its connection through another node may still be
+      // detaching there: give that a moment before refusing.
       auto generation = directory.lock_writer(name);
+      for (int i = 0; i < 20 && !generation && generation.status().code() == EBUSY; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        generation = directory.lock_writer(name);
+      }
       if (!generation) {
         if (self->writers_[name] == 0) self->writers_.erase(name);
         return generation.status();

@@ -158,6 +158,17 @@ void ClusterMember::close(bool leave) {
   driver_.reset();
 }
 
+void ClusterMember::refresh_status() {
+  if (!recovery_ || !local_) return;
+  auto listed = reactors_.at(0).block_on(local_->list_all());
+  if (listed) {
+    uint64_t bytes = 0;
+    for (const StoredObject& object : *listed) bytes += object.object_size;
+    recovery_->set_used_bytes(bytes);
+  }
+  recovery_->publish_now();
+}
+
 std::unique_ptr<DirectoryBacking> ClusterMember::make_directory_backing() const {
   return make_file_directory_backing(state_dir_, "vdis.json", true);
 }

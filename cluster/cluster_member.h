@@ -78,6 +78,10 @@ class ClusterMember {
   std::string directory_path() const;
   const MemberInfo& self() const { return self_; }
 
+  // Measures what this node stores and publishes it with its recovery progress (for
+  // `node list`). Non-reactor thread; cheap (the object list cache).
+  void refresh_status();
+
   // vdis empty: every object.
   Result<CheckResult> check(const std::set<VdiId>& vdis, bool repair);
 

@@ -96,7 +96,17 @@ void Recovery::publish(const Run& run) {
     status["rate_mib_s"] = seconds > 0 ? double(run.bytes) / (1 << 20) / seconds : 0.0;
   }
   status["objects"] = store_.object_count();
+  status["used_bytes"] = used_bytes_.load();
   driver_.publish_status(status.dump());
+}
+
+void Recovery::publish_now() {
+  std::shared_ptr<Run> run;
+  {
+    std::lock_guard lock(mutex_);
+    run = run_;
+  }
+  if (run) publish(*run);
 }
 
 Task<void> Recovery::run(std::shared_ptr<Run> run) {

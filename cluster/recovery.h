@@ -61,6 +61,10 @@ class Recovery {
     double rate_mib_s = 0;
   };
   Progress progress() const;
+  // Publishes progress and the store's object count and bytes (the bytes as last
+  // measured with set_used_bytes) through the membership driver. Any thread.
+  void publish_now();
+  void set_used_bytes(uint64_t bytes) { used_bytes_.store(bytes); }
 
  private:
   struct Pending {
@@ -90,6 +94,7 @@ class Recovery {
   std::atomic<uint64_t> done_epoch_{0};
   std::atomic<bool> stopping_{false};
   std::atomic<int> running_{0};
+  std::atomic<uint64_t> used_bytes_{0};
 };
 
 }  // namespace kelpie

@@ -321,8 +321,13 @@ void Node::watch_directory() {
   std::string path = cluster_->directory_path();
   struct stat last {};
   ::stat(path.c_str(), &last);
+  auto published = std::chrono::steady_clock::now();
   while (!closing_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (std::chrono::steady_clock::now() - published > std::chrono::seconds(1)) {
+      published = std::chrono::steady_clock::now();
+      cluster_->refresh_status();
+    }
     struct stat now {};
     if (::stat(path.c_str(), &now) != 0) continue;
     if (now.st_ino == last.st_ino && now.st_mtim.tv_sec == last.st_mtim.tv_sec &&

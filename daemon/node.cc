@@ -99,11 +99,9 @@ void Node::close() {
   if (watcher_.joinable()) watcher_.join();
   if (nbd_) nbd_->stop();
   if (writer_policy_) writer_policy_->drain();
-  if (cluster_ && directory_ && !reactors_.empty()) {
-    // Push what this gateway wrote to the replicas before leaving.
-    Status st = pool_->at(0).block_on(cluster_->store().flush());
-    if (!st) KELPIE_LOG_ERROR("final cluster flush failed: {}", st.to_string());
-  }
+  // No cluster-wide flush here: what this gateway wrote is in its replicas' page
+  // caches (a process stop loses nothing) and each node flushes its own store when it
+  // stops; during `cluster shutdown` the other nodes may already be gone.
   if (cluster_) cluster_->close(!cluster_shutdown_.load());
   if (store_ && !reactors_.empty()) {
     Status st = store_->close();

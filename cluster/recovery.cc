@@ -273,6 +273,7 @@ Task<void> Recovery::worker(std::shared_ptr<Run> run) {
 Task<Status> Recovery::pull(const Run& run, const ObjectId& id, const Pending& pending) {
   const EpochView& view = *run.view;
   Status last = Status::error(EIO, "no source holds object " + id.to_hex());
+  size_t gone = 0;
   for (NodeIndex source : pending.sources) {
     if (view.self && source == *view.self) continue;
     if (run.abandoned || stopping_) co_return Status::error(ECANCELED);
@@ -293,25 +294,32 @@ Task<Status> Recovery::pull(const Run& run, const ObjectId& id, const Pending& p
       continue;
     }
     if (reply->status == ENOENT) {
-      // Removed since listing (a delete or reclaim): nothing to recover.
-      co_return Status::ok();
+      // Gone from this source since listing; another may still hold it.
+      ++gone;
+      last = Status::error(ENOENT, "object " + id.to_hex() + " gone from a source");
+      continue;
     }
     if (reply->status != 0) {
       last = Status::error(reply->status, reply->message);
       continue;
     }
-    auto local = co_await store_.stat_object(id);
-    if (local && local->version >= reply->version) co_return Status::ok();
+    if (run.abandoned || stopping_) co_return Status::error(ECANCELED);
+    // Never rolls a copy back: a client write may have landed since listing.
     co_return co_await store_.install(
         id, reply->version, reply->object_size,
-        std::span<const uint8_t>(reply->data.data(), reply->data.size()));
+        std::span<const uint8_t>(reply->data.data(), reply->data.size()), true);
   }
+  // Every source lost it since listing (a delete or reclaim): nothing to recover.
+  if (gone > 0 && gone == pending.sources.size()) co_return Status::ok();
   co_return last;
 }
 
 Task<Status> Recovery::ensure(const ObjectId& id, uint64_t epoch) {
+  if (epochs_.latest_epoch() != epoch) co_return Status::error(kEpochMismatch, "epoch moved on");
   if (done_epoch_.load(std::memory_order_acquire) == epoch) co_return Status::ok();
-  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  // Shorter than the gateway's retry deadline, so a write parked here never lands
+  // after its gateway gave up and sent a newer one.
+  const auto deadline = Clock::now() + std::chrono::seconds(20);
   for (;;) {
     std::shared_ptr<Run> run;
     Pending pending;
@@ -379,9 +387,8 @@ Task<void> Recovery::cleanup(std::shared_ptr<Run> run) {
         break;
       }
       auto status = nlohmann::json::parse(it->second, nullptr, false);
-      if (status.is_discarded() || status.value("epoch", uint64_t{0}) < view.epoch() ||
-          (status.value("epoch", uint64_t{0}) == view.epoch() &&
-           status.value("state", std::string()) != "done")) {
+      if (status.is_discarded() || status.value("epoch", uint64_t{0}) != view.epoch() ||
+          status.value("state", std::string()) != "done") {
         all_done = false;
         break;
       }
@@ -393,7 +400,9 @@ Task<void> Recovery::cleanup(std::shared_ptr<Run> run) {
   if (!mine) co_return;
   uint64_t removed = 0;
   for (const StoredObject& object : *mine) {
-    if (run->abandoned || stopping_) co_return;
+    // A newer epoch may give this node the object again, or its new owners may
+    // still be listing: stop at once.
+    if (run->abandoned || stopping_ || epochs_.latest_epoch() != view.epoch()) co_return;
     if (view.holds(object.id)) continue;
     Status status = co_await store_.remove(object.id);
     if (status) ++removed;

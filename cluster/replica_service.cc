@@ -104,6 +104,10 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         finish(ready);
         break;
       }
+      if (epochs_.latest_epoch() != epoch) {  // the epoch moved while it waited
+        reply.status = kEpochMismatch;
+        break;
+      }
       WriteOptions options;
       options.fua = (request.flags & kPeerFlagFua) != 0;
       options.create = (request.flags & kPeerFlagCreate) != 0;

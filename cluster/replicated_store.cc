@@ -249,6 +249,7 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
     request.length = out.size();
     bool wait_epoch = false;
     bool retry_soon = false;
+    size_t missing = 0;
     for (NodeIndex node : order) {
       auto reply = co_await send(*view, node, request, out);
       if (!reply) {
@@ -257,7 +258,12 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
         continue;
       }
       if (reply->status == 0) co_return Status::ok();
-      if (reply->status == ENOENT) co_return Status::error(ENOENT, reply->message);
+      if (reply->status == ENOENT) {
+        // Missing on this copy; ENOENT only if every replica says so.
+        ++missing;
+        last = Status::error(ENOENT, reply->message);
+        continue;
+      }
       if (reply->status == kEpochMismatch) {
         (reply->epoch > view->epoch() ? wait_epoch : retry_soon) = true;
         continue;
@@ -271,7 +277,8 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
       KELPIE_LOG_WARN("read of object {} from node {} failed: {}; trying another copy",
                       id.to_hex(), uuid_to_string(view->member(node).id), reply->message);
     }
-    if (!wait_epoch && !retry_soon) co_return last;
+    if (missing == order.size()) co_return last;  // ENOENT everywhere
+    if (!wait_epoch && !retry_soon) co_return missing > 0 ? Status::error(EIO, last.message()) : last;
     if (Clock::now() >= deadline) co_return Status::error(EIO, last.message());
     if (wait_epoch) {
       (void)co_await epochs_.wait_newer(view->epoch(),

@@ -355,18 +355,8 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
       -> Result<std::shared_ptr<Vdi>> {
     std::lock_guard lock(self->mutex_);
     VdiDirectory& directory = *self->node_.directory_;
-    // The first connection of this node loads the VDI afresh: others may have
-    // written it (and its map) since this node last did.
-    Result<std::shared_ptr<Vdi>> vdi = Status::error(ENOENT, "VDI '" + name + "' went away");
-    if (self->attached_[name] == 0) {
-      vdi = directory.reload(name);
-    } else if (std::shared_ptr<Vdi> cached = directory.find(name)) {
-      vdi = cached;
-    }
-    if (!vdi) {
-      if (self->attached_[name] == 0) self->attached_.erase(name);
-      return vdi.status();
-    }
+    // The writer lock first: the VDI is then loaded after its previous writer
+    // (wherever it ran) stopped, so this node sees that writer's map.
     if (writable && self->writers_[name] == 0) {
       // A client that just closed its connection through another node may still be
       // detaching there: give that a moment before refusing.
@@ -376,11 +366,21 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
         generation = directory.lock_writer(name);
       }
       if (!generation) {
-        if (self->writers_[name] == 0) self->writers_.erase(name);
+        self->writers_.erase(name);
         return generation.status();
       }
       ReplicatedStore& store = self->node_.cluster_->replicated();
       store.set_generation(std::max(store.generation(), *generation));
+    }
+    // The first connection of this node loads the VDI afresh; it comes back pinned.
+    Result<std::shared_ptr<Vdi>> vdi = directory.attach_local(name, self->attached_[name] == 0);
+    if (!vdi) {
+      if (self->attached_[name] == 0) self->attached_.erase(name);
+      if (writable && self->writers_[name] == 0) {
+        self->writers_.erase(name);
+        (void)directory.unlock_writer(name);
+      }
+      return vdi.status();
     }
     if (writable) self->writers_[name]++;
     self->attached_[name]++;
@@ -613,6 +613,16 @@ Result<CheckReport> Node::check(const std::string& vdi, bool repair) {
       }
     }
     if (!found) return Status::error(ENOENT, "VDI '" + vdi + "' not found");
+  }
+  if (repair) {
+    // A repair rewrites whole copies: not while a gateway writes them (it could roll
+    // back a write that landed after the check read the copies).
+    for (const auto& [name, writer] : directory_->live_writers()) {
+      if (vdi.empty() || split_snapshot_name(vdi).first == name) {
+        return Status::error(EBUSY, "VDI '" + name + "' is attached for writing through node " +
+                                        writer + "; repair needs it detached");
+      }
+    }
   }
   // Flush first, so copies are compared after everything acknowledged has landed.
   (void)pool_->at(0).block_on(cluster_->store().flush());

@@ -107,8 +107,10 @@ class LocalStore final : public ObjectStore {
   // then the version (RWF_DSYNC): a crash leaves a copy at {0, 0} or the new copy,
   // never the new version over old or torn data. EINVAL if object_size is not a
   // multiple of 4 KiB in (0, 64 MiB] or data.size() != object_size.
+  // only_if_newer: under the object's exclusive lock, do nothing (ok) when the copy
+  // held is already at or above `version` (recovery must never roll a copy back).
   Task<Status> install(ObjectId id, ObjectVersion version, uint32_t object_size,
-                       std::span<const uint8_t> data);
+                       std::span<const uint8_t> data, bool only_if_newer = false);
 
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }
@@ -165,7 +167,7 @@ class LocalStore final : public ObjectStore {
   Task<Result<FetchedObject>> fetch_local(ObjectId id);
   Task<Result<std::vector<uint32_t>>> bad_blocks_local(ObjectId id);
   Task<Status> install_local(ObjectId id, ObjectVersion version, uint32_t object_size,
-                             std::span<const uint8_t> data);
+                             std::span<const uint8_t> data, bool only_if_newer);
   Task<Status> install_into(Shard& shard, Object& object, ObjectVersion version,
                             uint32_t object_size, std::span<const uint8_t> data);
   // Versions: the list-cache entry, the fence check, and storing a new version.

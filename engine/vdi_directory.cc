@@ -85,9 +85,7 @@ Result<uint64_t> VdiDirectory::lock_writer(const std::string& name) {
   return generation_;
 }
 
-Result<std::shared_ptr<Vdi>> VdiDirectory::reload(const std::string& text) {
-  Control control(*this);
-  if (!control.status()) return control.status();
+Result<std::shared_ptr<Vdi>> VdiDirectory::reload_locked(const std::string& text) {
   std::shared_ptr<Vdi> current;
   {
     std::lock_guard lock(mutex_);
@@ -104,6 +102,30 @@ Result<std::shared_ptr<Vdi>> VdiDirectory::reload(const std::string& text) {
   for (auto& snap : entry.snapshots)
     if (snap == current) snap = *fresh;
   return *fresh;
+}
+
+Result<std::shared_ptr<Vdi>> VdiDirectory::attach_local(const std::string& text, bool fresh) {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  Result<std::shared_ptr<Vdi>> vdi = Status::error(ENOENT, "no VDI named '" + text + "'");
+  if (fresh) {
+    vdi = reload_locked(text);
+  } else {
+    std::lock_guard lock(mutex_);
+    if (std::shared_ptr<Vdi> cached = find_locked(text)) vdi = cached;
+  }
+  if (vdi) (*vdi)->attached.fetch_add(1);
+  return vdi;
+}
+
+std::vector<std::pair<std::string, std::string>> VdiDirectory::live_writers() const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& [name, entry] : entries_) {
+    if (entry.writer.empty() || (alive_ && !alive_(entry.writer))) continue;
+    out.emplace_back(name, entry.writer);
+  }
+  return out;
 }
 
 Status VdiDirectory::unlock_writer(const std::string& name) {
@@ -350,9 +372,17 @@ Status VdiDirectory::resize(const std::string& name, uint64_t size_bytes) {
   if (name.find('@') != std::string::npos) return Status::error(EINVAL, "a snapshot cannot be resized");
   std::shared_ptr<Vdi> vdi = find(name);
   if (!vdi) return not_found(name);
+  bool needs_reload;
   {
     std::lock_guard lock(mutex_);
-    if (Status st = check_not_written_elsewhere(name, entries_.at(name)); !st) return st;
+    const Entry& entry = entries_.at(name);
+    if (Status st = check_not_written_elsewhere(name, entry); !st) return st;
+    needs_reload = !entry.writer.empty() && entry.writer != self_node_;
+  }
+  if (needs_reload) {
+    auto fresh = reload_locked(name);
+    if (!fresh) return fresh.status();
+    vdi = *fresh;
   }
   if (Status st = validate_size(size_bytes, vdi->object_shift()); !st.is_ok()) return st;
   if (size_bytes < vdi->size() && vdi->attached.load() > 0) {
@@ -383,6 +413,7 @@ Result<VdiDirectory::Listed> VdiDirectory::snapshot(const std::string& name, con
     return Status::error(EINVAL, "'" + name + "' is a snapshot; snapshot its VDI instead");
   }
   std::shared_ptr<Vdi> head;
+  bool needs_reload = false;
   std::string tag = requested_tag;
   VdiId new_id;
   uint32_t snapshot_number;
@@ -392,6 +423,7 @@ Result<VdiDirectory::Listed> VdiDirectory::snapshot(const std::string& name, con
     if (it == entries_.end()) return not_found(name);
     if (Status st = check_not_written_elsewhere(name, it->second); !st) return st;
     head = it->second.head;
+    needs_reload = !it->second.writer.empty() && it->second.writer != self_node_;
     snapshot_number = static_cast<uint32_t>(it->second.snapshots.size()) + 1;
     for (const auto& snap : it->second.snapshots)
       snapshot_number = std::max(snapshot_number, snap->inode().snapshot_id + 1);
@@ -401,6 +433,13 @@ Result<VdiDirectory::Listed> VdiDirectory::snapshot(const std::string& name, con
       return Status::error(EEXIST, "snapshot '" + name + "@" + tag + "' already exists");
     }
     new_id = next_id_++;
+  }
+  if (needs_reload) {
+    // Its last writer was another node (now dead): what this node cached of the
+    // head may miss that writer's map entries.
+    auto fresh = reload_locked(name);
+    if (!fresh) return fresh.status();
+    head = *fresh;
   }
   // Stop and drain the writers; the head goes on under new_id, old id frozen.
   head->gate().close_and_drain();

@@ -40,7 +40,8 @@ namespace kelpie {
 class AttachPolicy {
  public:
   virtual ~AttachPolicy() = default;
-  // Returns the VDI object the connection must use (`found`, or a fresher one).
+  // Returns the VDI object the connection must use (`found`, or a fresher one), with
+  // its `attached` count already raised (the connection lowers it when it ends).
   virtual Task<Result<std::shared_ptr<Vdi>>> attach(const std::string& name,
                                                     std::shared_ptr<Vdi> found) = 0;
   virtual Task<void> detach(const std::string& name, std::shared_ptr<Vdi> vdi) = 0;
@@ -77,10 +78,13 @@ class VdiDirectory {
   // another live node is its writer.
   Result<uint64_t> lock_writer(const std::string& name);
   Status unlock_writer(const std::string& name);
-  // NAME (or NAME@TAG) loaded afresh from its inode and maps, replacing the cached
-  // object, unless a connection of this node has it attached. In a cluster another
-  // node may have written it since this node loaded it.
-  Result<std::shared_ptr<Vdi>> reload(const std::string& name);
+  // VDIs recorded as attached for writing by a live node: (name, node).
+  std::vector<std::pair<std::string, std::string>> live_writers() const;
+  // NAME (or NAME@TAG) for a new NBD connection of this node, pinned (its `attached`
+  // count raised) in the same control step, so no reconcile swaps it out. With
+  // fresh, and no connection of this node attached, it is first loaded afresh from
+  // its inode and maps: in a cluster another node may have written it since.
+  Result<std::shared_ptr<Vdi>> attach_local(const std::string& name, bool fresh);
   Result<std::shared_ptr<Vdi>> create(const std::string& name, uint64_t size_bytes,
                                       uint32_t object_shift);
   // tag empty: the next free number.
@@ -133,6 +137,8 @@ class VdiDirectory {
   };
 
   Status reconcile(const std::string& text);
+  // Replaces the cached object of `text` by one loaded afresh (control held).
+  Result<std::shared_ptr<Vdi>> reload_locked(const std::string& text);
   Status save_locked();
   Status reclaim_pending();
   // Frees target's unreferenced objects; returns how many it had to keep.

@@ -48,16 +48,18 @@ Task<bool> Connection::attach(const std::string& name, std::string* refusal) {
   std::shared_ptr<Vdi> vdi = directory_.find(name);
   if (!vdi) co_return false;
   if (AttachPolicy* policy = directory_.attach_policy()) {
+    // The policy returns the object pinned (attached already counted).
     Result<std::shared_ptr<Vdi>> admitted = co_await policy->attach(name, vdi);
     if (!admitted) {
       if (refusal) *refusal = admitted.status().message();
       co_return false;
     }
-    vdi = *admitted;
+    vdi_ = *admitted;
     attached_name_ = name;
+  } else {
+    vdi_ = std::move(vdi);
+    vdi_->attached.fetch_add(1);
   }
-  vdi_ = std::move(vdi);
-  vdi_->attached.fetch_add(1);
   state_.size_bytes = vdi_->size();
   state_.read_only = vdi_->read_only();  // snapshots ("NAME@TAG") are read-only exports
   co_return true;

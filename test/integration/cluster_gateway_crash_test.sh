@@ -23,6 +23,11 @@ STATUS=$(acked_wait "$LT_TMP/w.log")
 [ "$STATUS" = 3 ] || cfail "the writers did not notice the gateway's death (status $STATUS)"
 echo "$(acked_count "$LT_TMP/w.log") of $(grep -c '^S ' "$LT_TMP/w.log") writes acknowledged"
 
+# The gateway's write attach holds until failure detection says it is gone; a
+# repair is refused while a live node writes the VDI.
+gateway_gone() { check_json "$(ncli 1 node list --json)" "all(m['id'] != '$(node_id 4)' for m in doc)"; }
+poll_until 10 gateway_gone || cfail "the killed gateway is still listed"
+
 PHASE="check"
 status=0
 ncli 1 cluster check --repair --json >"$LT_TMP/repair.json" || status=$?

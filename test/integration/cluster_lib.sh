@@ -331,15 +331,18 @@ ACKED_IO="$(dirname "${BASH_SOURCE[0]}")/cluster_acked_io.py"
 
 acked_start() {
   local uri=$1 log=$2; shift 2
-  rm -f "$log"
-  "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err" &
+  rm -f "$log" "$log.status"
+  # The exit status goes to a file: acked_wait often runs in a $(...) subshell,
+  # where `wait` can not reap the writer.
+  { "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err"; echo $? >"$log.status"; } &
   ACKED_PID=$!
 }
 
 # Prints the writer's exit status: 0 (all writes done) or 3 (its server went away).
 acked_wait() {
-  local status=0
-  wait "$ACKED_PID" || status=$?
+  local status
+  poll_until 120 test -s "$1.status" || cfail "acked writer did not end within 120s"
+  status=$(cat "$1.status")
   [ "$status" = 0 ] || [ "$status" = 3 ] || { cat "$1.err" >&2; cfail "acked writer crashed ($status)"; }
   echo "$status"
 }

@@ -334,7 +334,8 @@ acked_start() {
   rm -f "$log" "$log.status"
   # The exit status goes to a file: acked_wait often runs in a $(...) subshell,
   # where `wait` can not reap the writer.
-  { "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err"; echo $? >"$log.status"; } &
+  { local st=0; "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err" || st=$?
+    echo "$st" >"$log.status"; } &
   ACKED_PID=$!
 }
 

@@ -30,6 +30,7 @@ test: build
 bench: build
 	@bench/run.sh $(BUILD)
 	@bench/lifecycle_bench.sh $(BUILD)
+	@bench/recovery_bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -118,10 +118,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-  /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # Picks a free port and starts kelpied on it; another process may take the port
 # between the pick and kelpied's bind, so a start that fails is retried.
 start_daemon() {

@@ -10,8 +10,11 @@ plus JOB/SERVER-rROUND.cpu ("cpu-ticks ticks-per-second wall-ms" of the
 server process while fio ran). A missing JSON is a failed run: the cell shows
 "FAIL" when no round succeeded, and "n=K" counts the rounds that did.
 
-Each figure is the median over rounds. "kelpied/best" is kelpied's IOPS over
-the better reference's (qemu-nbd or nbdkit); > 1 means kelpied is faster.
+Each figure is the median over rounds. "kelpied/best" is, on the row of each
+kelpied target (kelpied: one node; kelpied-3n: three nodes, copies 3), its IOPS
+over the better reference's (qemu-nbd or nbdkit); > 1 means kelpied is faster.
+With kelpied-3n in the run, issue 3's targets for it are checked below the
+table: 4k randread >= 0.8x and 4k randwrite >= 0.4x the better reference.
 "srv CPU" is the server process's CPU time over the run's wall time, in
 percent of one core; "CPU/IO" is that CPU time per I/O (the ramp's I/Os
 are not counted, so it is a slight overestimate), the figure least disturbed
@@ -25,6 +28,9 @@ import sys
 from pathlib import Path
 
 REFERENCES = ("qemu-nbd", "nbdkit")
+CLUSTER = "kelpied-3n"
+# Issue 3: the 3-copy cluster against the better reference, on this 2-core host.
+CLUSTER_TARGETS = (("randread", 0.8), ("randwrite", 0.4))
 
 
 def load_fio(path):
@@ -118,13 +124,37 @@ def fmt_pct(value):
     return "-" if value is None else f"{value:.0f}%"
 
 
-def ratio(row, servers):
-    if "kelpied" not in servers:
-        return "-"
+def is_kelpied(server):
+    return server.startswith("kelpied")
+
+
+def ratio_value(row, servers, server):
+    """server's IOPS over the better reference's, or None."""
     refs = [row[s]["iops"] for s in servers if s in REFERENCES and row.get(s)]
-    if not row.get("kelpied") or not refs or max(refs) == 0:
-        return "-"
-    return f"{row['kelpied']['iops'] / max(refs):.2f}x"
+    if not row.get(server) or not refs or max(refs) == 0:
+        return None
+    return row[server]["iops"] / max(refs)
+
+
+def ratio(row, servers, server):
+    value = ratio_value(row, servers, server)
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def cluster_targets(table, servers, jobs):
+    """Lines judging issue 3's targets for kelpied-3n, one per 4k random job."""
+    lines = []
+    for job in jobs:
+        for kind, target in CLUSTER_TARGETS:
+            if not job.startswith(kind + "-4k"):
+                continue
+            value = ratio_value(table[job], servers, CLUSTER)
+            verdict = ("no figure" if value is None
+                       else "met" if value >= target else "NOT met")
+            shown = "-" if value is None else f"{value:.2f}x"
+            lines.append(f"  {job}: {CLUSTER} {shown} the best reference "
+                         f"(target >= {target}x): {verdict}")
+    return lines
 
 
 def cell(summary, key, formatter):
@@ -199,11 +229,15 @@ def main(argv):
                 cell(row[s], "cpu_pct", fmt_pct),
                 cell(row[s], "cpu_us_per_io", lambda v: "-" if v is None else f"{v:.0f}us"),
                 cell(row[s], "spread_pct", fmt_pct),
-                ratio(row, servers) if s == "kelpied" else "",
+                ratio(row, servers, s) if is_kelpied(s) else "",
             ])
     print(main_table.render(markdown))
+    if CLUSTER in servers:
+        print(f"\nIssue 3 targets ({CLUSTER}: 3 nodes on this host, copies 3):\n")
+        print("\n".join(cluster_targets(table, servers, meta["jobs"])))
 
-    print("\nMemory (idle = VmRSS once serving, peak = VmHWM after all jobs):\n")
+    summed = f"; {CLUSTER}: the sum over its processes" if CLUSTER in servers else ""
+    print(f"\nMemory (idle = VmRSS once serving, peak = VmHWM after all jobs{summed}):\n")
     memory_table = Table(["server", "idle RSS", "peak RSS"])
     for s in servers:
         memory = meta["memory_kb"].get(s, {})

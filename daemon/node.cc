@@ -360,10 +360,29 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
     if (writable && self->writers_[name] == 0) {
       // A client that just closed its connection through another node may still be
       // detaching there: give that a moment before refusing.
-      auto generation = directory.lock_writer(name);
+      bool took_over = false;
+      auto generation = directory.lock_writer(name, &took_over);
       for (int i = 0; i < 20 && !generation && generation.status().code() == EBUSY; ++i) {
         std::this_thread::sleep_for(std::chrono::milliseconds(50));
-        generation = directory.lock_writer(name);
+        generation = directory.lock_writer(name, &took_over);
+      }
+      if (generation && took_over) {
+        // Rule 4: the dead writer's last writes may have reached only some replicas.
+        // Make every replica of the VDI's objects equal (newest version wins) before
+        // anyone reads or writes through here.
+        if (std::shared_ptr<Vdi> head = directory.find(name)) {
+          auto resync = self->node_.cluster_->check({head->id()}, true);
+          if (!resync) {
+            (void)directory.unlock_writer(name);
+            self->writers_.erase(name);
+            return Status::error(EIO, "VDI '" + name + "': resync after its writer died failed: " +
+                                          resync.status().message());
+          }
+          size_t repaired = 0;
+          for (const auto& issue : resync->issues) repaired += issue.repaired ? 1 : 0;
+          KELPIE_LOG_INFO("VDI '{}': took over from a dead writer; {} objects checked, {} copies repaired",
+                          name, resync->objects, repaired);
+        }
       }
       if (!generation) {
         self->writers_.erase(name);

@@ -72,13 +72,14 @@ Status VdiDirectory::check_not_written_elsewhere(const std::string& name, const 
                                   entry.writer + "; detach it there first");
 }
 
-Result<uint64_t> VdiDirectory::lock_writer(const std::string& name) {
+Result<uint64_t> VdiDirectory::lock_writer(const std::string& name, bool* took_over) {
   Control control(*this);
   if (!control.status()) return control.status();
   std::lock_guard lock(mutex_);
   auto it = entries_.find(name);
   if (it == entries_.end()) return not_found(name);
   if (Status st = check_not_written_elsewhere(name, it->second); !st) return st;
+  if (took_over) *took_over = !it->second.writer.empty() && it->second.writer != self_node_;
   it->second.writer = self_node_;
   ++generation_;
   if (Status st = save_locked(); !st) return st;

@@ -76,7 +76,9 @@ class VdiDirectory {
   AttachPolicy* attach_policy() const { return attach_policy_; }
   // Records this node as NAME's writer with a new generation (returned). EBUSY if
   // another live node is its writer.
-  Result<uint64_t> lock_writer(const std::string& name);
+  // took_over (optional) is set when the previous writer was another node that is
+  // dead now: its last writes may have reached only some replicas (rule 4).
+  Result<uint64_t> lock_writer(const std::string& name, bool* took_over = nullptr);
   Status unlock_writer(const std::string& name);
   // VDIs recorded as attached for writing by a live node: (name, node).
   std::vector<std::pair<std::string, std::string>> live_writers() const;

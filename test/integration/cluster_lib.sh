@@ -331,12 +331,16 @@ ACKED_IO="$(dirname "${BASH_SOURCE[0]}")/cluster_acked_io.py"
 
 acked_start() {
   local uri=$1 log=$2; shift 2
-  rm -f "$log" "$log.status"
+  rm -f "$log" "$log.status" "$log.pid"
   # The exit status goes to a file: acked_wait often runs in a $(...) subshell,
-  # where `wait` can not reap the writer.
-  { local st=0; "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err" || st=$?
+  # where `wait` can not reap the writer. ACKED_PID is the writer itself.
+  { local st=0
+    "$SYS_PYTHON" "$ACKED_IO" write "$uri" "$log" "$@" 2>"$log.err" &
+    echo $! >"$log.pid"
+    wait $! || st=$?
     echo "$st" >"$log.status"; } &
-  ACKED_PID=$!
+  poll_until 10 test -s "$log.pid" || cfail "acked writer did not start"
+  ACKED_PID=$(cat "$log.pid")
 }
 
 # Prints the writer's exit status: 0 (all writes done) or 3 (its server went away).

@@ -160,6 +160,13 @@ void ClusterMember::close(bool leave) {
 
 void ClusterMember::refresh_status() {
   if (!recovery_ || !local_) return;
+  if (local_->failed() && !left_after_failure_.exchange(true)) {
+    // Rule 6: after a failed fdatasync the kernel may have dropped dirty pages; this
+    // node's copies can not be trusted, so it leaves and the others re-replicate.
+    KELPIE_LOG_CRITICAL("the local store failed an fdatasync; leaving the cluster");
+    driver_->leave();
+    return;
+  }
   auto listed = reactors_.at(0).block_on(local_->list_all());
   if (listed) {
     uint64_t bytes = 0;

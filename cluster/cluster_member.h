@@ -95,6 +95,7 @@ class ClusterMember {
   std::string state_dir_;
   MemberInfo self_;
   std::atomic<bool> cluster_known_{false};
+  std::atomic<bool> left_after_failure_{false};
   std::unique_ptr<MembershipDriver> driver_;
   std::unique_ptr<EpochState> epochs_;
   std::unique_ptr<PeerClient> peers_;

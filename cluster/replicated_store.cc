@@ -29,6 +29,15 @@ ReplicatedStore::ReplicatedStore(EpochState& epochs, PeerClient& peers, ReplicaS
 
 ReplicatedStore::~ReplicatedStore() = default;
 
+Task<std::shared_ptr<const EpochView>> ReplicatedStore::current_view(
+    std::chrono::steady_clock::time_point deadline) {
+  if (!epochs_.current()) {
+    bool joined = co_await epochs_.wait_any(deadline);
+    if (!joined) co_return nullptr;
+  }
+  co_return epochs_.current();
+}
+
 Task<Result<PeerReply>> ReplicatedStore::send(const EpochView& view, NodeIndex node,
                                               const PeerRequest& request,
                                               std::span<uint8_t> read_into) {
@@ -58,12 +67,8 @@ Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
   const auto deadline = Clock::now() + options_.retry_deadline;
   Status last = Status::error(EIO, "no replica answered");
   for (;;) {
-    std::shared_ptr<const EpochView> view = epochs_.current();
-    if (!view) {
-      bool joined = co_await epochs_.wait_any(deadline);
-      if (!joined) co_return Status::error(EIO, "this node has not joined a formatted cluster");
-      continue;
-    }
+    std::shared_ptr<const EpochView> view = co_await current_view(deadline);
+    if (!view) co_return Status::error(EIO, "this node has not joined a formatted cluster");
     std::vector<NodeIndex> targets;
     if (all_nodes) {
       for (NodeIndex i = 0; i < view->members.size(); ++i) targets.push_back(i);
@@ -229,12 +234,8 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
   const auto deadline = Clock::now() + options_.retry_deadline;
   Status last = Status::error(EIO, "no replica of object " + id.to_hex() + " answered");
   for (;;) {
-    std::shared_ptr<const EpochView> view = epochs_.current();
-    if (!view) {
-      bool joined = co_await epochs_.wait_any(deadline);
-      if (!joined) co_return Status::error(EIO, "this node has not joined a formatted cluster");
-      continue;
-    }
+    std::shared_ptr<const EpochView> view = co_await current_view(deadline);
+    if (!view) co_return Status::error(EIO, "this node has not joined a formatted cluster");
     ReplicaSet set = view->replicas(id);
     std::vector<NodeIndex> order;
     if (view->self && set.contains(*view->self)) order.push_back(*view->self);
@@ -292,12 +293,8 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
 Task<Result<std::vector<ObjectId>>> ReplicatedStore::list_objects(VdiId owner) {
   const auto deadline = Clock::now() + options_.retry_deadline;
   for (;;) {
-    std::shared_ptr<const EpochView> view = epochs_.current();
-    if (!view) {
-      bool joined = co_await epochs_.wait_any(deadline);
-      if (!joined) co_return Status::error(EIO, "no epoch");
-      continue;
-    }
+    std::shared_ptr<const EpochView> view = co_await current_view(deadline);
+    if (!view) co_return Status::error(EIO, "this node has not joined a formatted cluster");
     PeerRequest request;
     request.op = PeerOp::kListObjects;
     request.epoch = view->epoch();

@@ -63,7 +63,8 @@ class ReplicatedStore final : public ObjectStore {
   struct Shard;
   class Ordered;
 
-  Task<Status> read_here(ObjectId id, uint64_t offset, std::span<uint8_t> out);
+  // This reactor's epoch view, waiting for the first one until `deadline` (null then).
+  Task<std::shared_ptr<const EpochView>> current_view(std::chrono::steady_clock::time_point deadline);
   Task<Status> ordered_update(PeerRequest request, uint64_t first_block, uint64_t last_block);
   // Sends `request` to every replica of `id` (or every storage node when all_nodes)
   // until all have applied it in one epoch.

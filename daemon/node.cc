@@ -341,11 +341,7 @@ void Node::watch_directory() {
 
 Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string& name,
                                                                std::shared_ptr<Vdi> found) {
-  in_flight_++;
-  struct Done {
-    std::atomic<int>& count;
-    ~Done() { count--; }
-  } done{in_flight_};
+  InFlight counted(in_flight_);
   bool writable = !found->read_only();
   auto* self = this;
   // Off the reactor: the directory's cluster-wide lock, and maybe inode/map reads.
@@ -411,11 +407,7 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
 }
 
 Task<void> Node::WriterPolicy::detach(const std::string& name, std::shared_ptr<Vdi> vdi) {
-  in_flight_++;
-  struct Done {
-    std::atomic<int>& count;
-    ~Done() { count--; }
-  } done{in_flight_};
+  InFlight counted(in_flight_);
   bool writable = !vdi->read_only();
   auto* self = this;
   std::function<Status()> work = [self, name, writable] {

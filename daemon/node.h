@@ -112,6 +112,12 @@ class Node final : public NodeControl {
     void drain();
 
    private:
+    // Counts an attach or detach in flight for drain(), for its whole duration.
+    struct InFlight {
+      explicit InFlight(std::atomic<int>& count) : count_(count) { count_++; }
+      ~InFlight() { count_--; }
+      std::atomic<int>& count_;
+    };
     std::atomic<int> in_flight_{0};
     Node& node_;
     std::mutex mutex_;

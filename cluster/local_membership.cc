@@ -984,6 +984,7 @@ void LocalMembership::run() {
 }
 
 void LocalMembership::tick() {
+  const auto beat_time = Clock::now();
   char counter[8];
   ++heartbeat_counter_;
   for (int i = 0; i < 8; ++i) counter[i] = static_cast<char>(heartbeat_counter_ >> (8 * i));
@@ -1074,10 +1075,20 @@ void LocalMembership::tick() {
   for (const std::string& name : changed_blobs) {
     if (events.on_shared_changed) events.on_shared_changed(name);
   }
+  // The lease, after the callbacks: every epoch read above is published before the
+  // member may serve again.
+  if (beat) {
+    lease_until_ns_.store((beat_time + options_.failure_timeout / 2).time_since_epoch().count(),
+                          std::memory_order_release);
+  }
   // After the callbacks: a member out of the epoch is told so before it rejoins.
   if (Status rejoined = maybe_rejoin(); !rejoined) {
     KELPIE_LOG_ERROR("membership {}: rejoin: {}", describe(), rejoined.to_string());
   }
+}
+
+std::chrono::steady_clock::time_point LocalMembership::lease_until() const {
+  return Clock::time_point(Clock::duration(lease_until_ns_.load(std::memory_order_acquire)));
 }
 
 // ---- opening a driver from its spec ----

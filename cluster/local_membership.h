@@ -62,6 +62,7 @@
 // call is thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <functional>
@@ -125,6 +126,9 @@ class LocalMembership final : public MembershipDriver {
   std::map<std::string, std::string> member_statuses() const override;
 
   std::string describe() const override;
+  // Renewed at the end of every tick whose heartbeat write succeeded: the time just
+  // before that write plus failure_timeout / 2.
+  std::chrono::steady_clock::time_point lease_until() const override;
 
  private:
   enum class Phase { kIdle, kJoining, kAwaitFormat, kWaiting, kRunning };
@@ -201,6 +205,8 @@ class LocalMembership final : public MembershipDriver {
   // Owned by the driver thread once it runs.
   int heartbeat_fd_ = -1;
   uint64_t heartbeat_counter_ = 0;
+  // lease_until() as steady-clock nanoseconds since its epoch.
+  std::atomic<int64_t> lease_until_ns_{0};
   std::thread thread_;
 };
 

@@ -123,6 +123,15 @@ class MembershipDriver {
 
   // "local:/path" and such: for `cluster info`.
   virtual std::string describe() const = 0;
+
+  // The lease (DESIGN.md, Coordination): this member may serve I/O under the epoch
+  // views it was given until this steady-clock time. The driver renews it only when
+  // it has just confirmed the member is still in touch (local: its heartbeat written
+  // and the log re-read; zookeeper: an answer from the ensemble), and only after
+  // every epoch learned so far went out through on_epoch. It lasts half the failure
+  // timeout, so a member that stalled or lost touch holds its I/O well before the
+  // others may fail it and take over its objects. Any thread; lock-free.
+  virtual std::chrono::steady_clock::time_point lease_until() const = 0;
 };
 
 }  // namespace kelpie

@@ -1,5 +1,6 @@
 #include "cluster/cluster_member.h"
 
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -7,7 +8,7 @@
 #include <cerrno>
 #include <charconv>
 
-#include "cluster/local_membership.h"
+#include "cluster/membership.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 
@@ -46,19 +47,21 @@ Result<uint32_t> parse_vnodes(const std::string& text, uint64_t capacity,
 }  // namespace
 
 Status ClusterMember::open(std::function<void()> on_shutdown) {
-  if (options_.spec.rfind("local:", 0) != 0) {
-    auto probe = open_membership(options_.spec);  // for its error message
-    if (!probe) return probe.status();
-    return Status::error(EINVAL, "--cluster " + options_.spec + ": only the local driver is built");
-  }
-  state_dir_ = options_.spec.substr(6);
+  if (options_.spec.rfind("local:", 0) == 0) state_dir_ = options_.spec.substr(6);
   auto driver = open_membership(options_.spec);
   if (!driver) return driver.status();
   driver_ = std::move(*driver);
 
-  // A data directory formatted into another cluster is refused before anything else.
-  if (auto epoch = driver_->current_epoch()) {
-    if (superblock_.cluster_uuid != Uuid{} && superblock_.cluster_uuid != epoch->cluster) {
+  // A data directory formatted into another cluster is refused before anything else:
+  // its copies are of that cluster's VDIs, and its epochs would be ignored here.
+  if (superblock_.cluster_uuid != Uuid{}) {
+    auto epoch = driver_->current_epoch();
+    if (!epoch) {
+      return Status::error(EINVAL, "data directory " + options_.data_dir + " belongs to cluster " +
+                                       uuid_to_string(superblock_.cluster_uuid) + ", but " +
+                                       options_.spec + " holds no formatted cluster");
+    }
+    if (superblock_.cluster_uuid != epoch->cluster) {
       return Status::error(EINVAL, "data directory " + options_.data_dir + " belongs to cluster " +
                                        uuid_to_string(superblock_.cluster_uuid) + ", but " +
                                        options_.spec + " holds cluster " +
@@ -105,7 +108,9 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
 
   MembershipDriver::Events events;
   events.on_epoch = [this](const EpochRecord& record) { on_epoch(record); };
-  events.on_shared_changed = [](const std::string&) {};
+  events.on_shared_changed = [this](const std::string& name) {
+    if (name == kDirectoryName) directory_changes_.fetch_add(1, std::memory_order_relaxed);
+  };
   events.on_shutdown = std::move(on_shutdown);
   if (Status st = driver_->join(self_, std::move(events)); !st) return st;
   KELPIE_LOG_INFO("joined cluster {} as {} node {} (peer {}, zone {}, {} vnodes)", driver_->describe(),
@@ -126,6 +131,8 @@ void ClusterMember::on_epoch(const EpochRecord& record) {
       }
       peers_->set_cluster(record.cluster);
     } else if (cluster_ != record.cluster) {
+      // open() refused a data directory of another cluster; this is a log replaced
+      // under a running node (its state wiped and formatted again): never served.
       KELPIE_LOG_CRITICAL("epoch {} is of cluster {}, this node belongs to {}; ignored",
                           record.epoch, uuid_to_string(record.cluster), uuid_to_string(cluster_));
       return;
@@ -177,10 +184,19 @@ void ClusterMember::refresh_status() {
 }
 
 std::unique_ptr<DirectoryBacking> ClusterMember::make_directory_backing() const {
-  return make_file_directory_backing(state_dir_, "vdis.json", true);
+  return driver_->directory_backing(kDirectoryName);
 }
 
-std::string ClusterMember::directory_path() const { return state_dir_ + "/vdis.json"; }
+std::string ClusterMember::directory_stamp() const {
+  if (state_dir_.empty()) {
+    return "changes " + std::to_string(directory_changes_.load(std::memory_order_relaxed));
+  }
+  // The local driver keeps the directory in a file beside its state: its stat.
+  struct stat now {};
+  if (::stat((state_dir_ + "/" + kDirectoryName).c_str(), &now) != 0) return "missing";
+  return std::to_string(now.st_ino) + " " + std::to_string(now.st_mtim.tv_sec) + "." +
+         std::to_string(now.st_mtim.tv_nsec) + " " + std::to_string(now.st_size);
+}
 
 // ---- cluster check --------------------------------------------------------------
 

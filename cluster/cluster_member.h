@@ -4,8 +4,10 @@
 //
 // Contract:
 //  - open() (from main, before anything is served) opens the driver named by the
-//    spec ("local:/state/dir"), refuses a data directory that belongs to another
-//    cluster, starts the peer server and joins. Epochs then arrive on the driver's
+//    spec ("local:/state/dir" or "zookeeper:HOSTS/path", cluster/membership.h),
+//    refuses a data directory that belongs to another cluster (EINVAL, one line: the
+//    superblock's cluster differs from the driver's current epoch, or the driver holds
+//    no formatted cluster), starts the peer server and joins. Epochs then arrive on the driver's
 //    thread: each is published to every reactor and starts recovery.
 //  - store() is the ObjectStore the VDI layer must use; it waits for an epoch.
 //  - close(leave): stops recovery, leaves the cluster (a new epoch) when `leave`,
@@ -35,7 +37,7 @@
 namespace kelpie {
 
 struct ClusterMemberOptions {
-  std::string spec;           // "local:/path"
+  std::string spec;           // "local:/path" or "zookeeper:HOSTS/path"
   std::string listen;         // peer address: "HOST:PORT" or "unix:/path"
   std::string data_dir;
   std::string admin_address;
@@ -73,9 +75,12 @@ class ClusterMember {
   EpochState& epochs() { return *epochs_; }
   Recovery* recovery() { return recovery_.get(); }
   const ClusterMemberOptions& options() const { return options_; }
+  // The VDI directory's home: the driver's directory_backing("vdis.json").
   std::unique_ptr<DirectoryBacking> make_directory_backing() const;
-  // The shared file the directory lives in (for change polling).
-  std::string directory_path() const;
+  // Changes when another node changed the VDI directory (compare successive values;
+  // cheap: a stat for the local driver, a counter of on_shared_changed otherwise).
+  std::string directory_stamp() const;
+  static constexpr const char* kDirectoryName = "vdis.json";
   const MemberInfo& self() const { return self_; }
 
   // Measures what this node stores and publishes it with its recovery progress (for
@@ -96,6 +101,7 @@ class ClusterMember {
   MemberInfo self_;
   std::atomic<bool> cluster_known_{false};
   std::atomic<bool> left_after_failure_{false};
+  std::atomic<uint64_t> directory_changes_{0};
   std::unique_ptr<MembershipDriver> driver_;
   std::unique_ptr<EpochState> epochs_;
   std::unique_ptr<PeerClient> peers_;

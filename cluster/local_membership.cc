@@ -1,9 +1,6 @@
 #include "cluster/local_membership.h"
 
-#include <dirent.h>
 #include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -13,340 +10,22 @@
 #include <nlohmann/json.hpp>
 #include <utility>
 
+#include "cluster/local_state_files.h"
+#include "cluster/membership_codec.h"
 #include "common/admin_wire.h"
-#include "common/crc32c.h"
 #include "common/log.h"
+#include "engine/directory_backing.h"
 
 namespace kelpie {
 namespace {
 
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
+using namespace local_state;
 
-constexpr uint32_t kMaxRecordBytes = 16u << 20;
-constexpr size_t kRecordHeaderBytes = 8;
 constexpr size_t kBlobHeaderBytes = 8;
-constexpr size_t kMaxBlobNameBytes = 200;
-
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&&) = delete;
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
-
-Status os_error(const std::string& what, const std::string& path) {
-  return Status::error(errno, what + " " + path);
-}
-
-void put_u32(std::string& out, uint32_t value) {
-  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
-}
-void put_u64(std::string& out, uint64_t value) {
-  for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(value >> (8 * i)));
-}
-uint64_t get_le(const char* data, int bytes) {
-  uint64_t value = 0;
-  for (int i = bytes - 1; i >= 0; --i) value = (value << 8) | static_cast<uint8_t>(data[i]);
-  return value;
-}
-
-Status write_all(int fd, const std::string& data, const std::string& path) {
-  size_t done = 0;
-  while (done < data.size()) {
-    ssize_t n = ::write(fd, data.data() + done, data.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return os_error("write", path);
-    }
-    done += static_cast<size_t>(n);
-  }
-  return Status::ok();
-}
-
-Status fsync_dir(const std::string& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return os_error("open", dir);
-  if (::fsync(fd.get()) != 0) return os_error("fsync", dir);
-  return Status::ok();
-}
-
-// The bytes of `path` from `offset` (at most `limit`). ENOENT when it is missing.
-Result<std::string> read_file(const std::string& path, uint64_t offset = 0,
-                              size_t limit = SIZE_MAX) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return os_error("open", path);
-  std::string out;
-  char buffer[65536];
-  while (out.size() < limit) {
-    ssize_t n = ::pread(fd.get(), buffer, std::min(sizeof(buffer), limit - out.size()),
-                        static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return os_error("read", path);
-    }
-    if (n == 0) break;
-    out.append(buffer, static_cast<size_t>(n));
-    offset += static_cast<uint64_t>(n);
-  }
-  return out;
-}
-
-// Replaces dir/name: temp file, fsync, rename, fsync of the directory.
-Status write_file_atomically(const std::string& dir, const std::string& name,
-                             const std::string& data) {
-  static std::atomic<uint64_t> sequence{0};
-  std::string final_path = dir + "/" + name;
-  std::string temp_path = dir + "/." + name + ".tmp." + std::to_string(::getpid()) + "." +
-                          std::to_string(sequence.fetch_add(1));
-  {
-    Fd fd(::open(temp_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (!fd.valid()) return os_error("create", temp_path);
-    Status written = write_all(fd.get(), data, temp_path);
-    if (written && ::fsync(fd.get()) != 0) written = os_error("fsync", temp_path);
-    if (!written) {
-      ::unlink(temp_path.c_str());
-      return written;
-    }
-  }
-  if (::rename(temp_path.c_str(), final_path.c_str()) != 0) {
-    Status renamed = os_error("rename", final_path);
-    ::unlink(temp_path.c_str());
-    return renamed;
-  }
-  return fsync_dir(dir);
-}
-
-// The state lock: released when the Fd closes.
-Result<Fd> lock_state(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!fd.valid()) return os_error("open", path);
-  while (::flock(fd.get(), LOCK_EX) != 0) {
-    if (errno != EINTR) return os_error("flock", path);
-  }
-  return fd;
-}
-
-std::optional<Uuid> parse_uuid(const std::string& text) {
-  if (text.size() != 36) return std::nullopt;
-  Uuid uuid{};
-  size_t byte = 0;
-  for (size_t i = 0; i < text.size();) {
-    if (i == 8 || i == 13 || i == 18 || i == 23) {
-      if (text[i] != '-') return std::nullopt;
-      ++i;
-      continue;
-    }
-    auto nibble = [](char c) -> int {
-      if (c >= '0' && c <= '9') return c - '0';
-      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-      return -1;
-    };
-    int high = nibble(text[i]), low = nibble(text[i + 1]);
-    if (high < 0 || low < 0) return std::nullopt;
-    uuid[byte++] = static_cast<uint8_t>(high * 16 + low);
-    i += 2;
-  }
-  return uuid;
-}
-
-json member_info_to_json(const MemberInfo& member) {
-  return {{"id", uuid_to_string(member.id)},
-          {"peer_address", member.peer_address},
-          {"admin_address", member.admin_address},
-          {"nbd_address", member.nbd_address},
-          {"zone", member.zone},
-          {"vnodes", member.vnodes},
-          {"gateway", member.gateway},
-          {"capacity_bytes", member.capacity_bytes},
-          {"pid", member.pid}};
-}
-
-Result<Uuid> uuid_field(const json& object, const char* key) {
-  Result<std::string> text = json_string_field(object, key);
-  if (!text) return text.status();
-  std::optional<Uuid> uuid = parse_uuid(*text);
-  if (!uuid) return Status::error(EBADMSG, std::string("field '") + key + "' is not a uuid");
-  return *uuid;
-}
-
-Result<MemberInfo> member_info_from_json(const json& object) {
-  MemberInfo member;
-  Result<Uuid> id = uuid_field(object, "id");
-  Result<std::string> peer = json_string_field(object, "peer_address");
-  Result<std::string> admin = json_string_field(object, "admin_address");
-  Result<std::string> nbd = json_string_field(object, "nbd_address");
-  Result<std::string> zone = json_string_field(object, "zone");
-  Result<uint64_t> vnodes = json_u64_field(object, "vnodes");
-  Result<bool> gateway = json_bool_field(object, "gateway");
-  Result<uint64_t> capacity = json_u64_field(object, "capacity_bytes");
-  Result<int64_t> pid = json_i64_field(object, "pid");
-  for (const Status& s : {id.status(), peer.status(), admin.status(), nbd.status(),
-                          zone.status(), vnodes.status(), gateway.status(), capacity.status(),
-                          pid.status()}) {
-    if (!s) return s;
-  }
-  member.id = *id;
-  member.peer_address = *peer;
-  member.admin_address = *admin;
-  member.nbd_address = *nbd;
-  member.zone = *zone;
-  member.vnodes = static_cast<uint32_t>(*vnodes);
-  member.gateway = *gateway;
-  member.capacity_bytes = *capacity;
-  member.pid = static_cast<int>(*pid);
-  return member;
-}
-
-json record_to_json(const EpochRecord& record) {
-  json nodes = json::array();
-  for (const MemberInfo& node : record.nodes) nodes.push_back(member_info_to_json(node));
-  return {{"epoch", record.epoch},
-          {"cluster", uuid_to_string(record.cluster)},
-          {"copies", record.copies},
-          {"min_copies", record.min_copies},
-          {"created_unix_ms", record.created_unix_ms},
-          {"reason", record.reason},
-          {"nodes", nodes}};
-}
-
-Result<EpochRecord> record_from_json(const json& object) {
-  EpochRecord record;
-  Result<uint64_t> epoch = json_u64_field(object, "epoch");
-  Result<Uuid> cluster = uuid_field(object, "cluster");
-  Result<uint64_t> copies = json_u64_field(object, "copies");
-  Result<uint64_t> min_copies = json_u64_field(object, "min_copies");
-  Result<int64_t> created = json_i64_field(object, "created_unix_ms");
-  Result<std::string> reason = json_string_field(object, "reason");
-  for (const Status& s : {epoch.status(), cluster.status(), copies.status(),
-                          min_copies.status(), created.status(), reason.status()}) {
-    if (!s) return s;
-  }
-  auto nodes = object.find("nodes");
-  if (nodes == object.end() || !nodes->is_array()) {
-    return Status::error(EBADMSG, "field 'nodes' must be an array");
-  }
-  for (const json& node : *nodes) {
-    Result<MemberInfo> member = member_info_from_json(node);
-    if (!member) return member.status();
-    record.nodes.push_back(*member);
-  }
-  record.epoch = *epoch;
-  record.cluster = *cluster;
-  record.copies = static_cast<uint32_t>(*copies);
-  record.min_copies = static_cast<uint32_t>(*min_copies);
-  record.created_unix_ms = *created;
-  record.reason = *reason;
-  return record;
-}
-
-std::string encode_record(const EpochRecord& record) {
-  std::string body = dump_json(record_to_json(record));
-  std::string out;
-  put_u32(out, static_cast<uint32_t>(body.size()));
-  put_u32(out, crc32c(body.data(), body.size()));
-  return out + body;
-}
-
-// Parses whole records from `bytes`; stops at the first incomplete or bad one.
-// Returns how many bytes the good records take.
-size_t parse_records(const std::string& bytes, uint64_t last_epoch,
-                     std::vector<EpochRecord>& out, std::string& problem) {
-  size_t at = 0;
-  while (bytes.size() - at >= kRecordHeaderBytes) {
-    uint32_t length = static_cast<uint32_t>(get_le(bytes.data() + at, 4));
-    uint32_t crc = static_cast<uint32_t>(get_le(bytes.data() + at + 4, 4));
-    if (length > kMaxRecordBytes) {
-      problem = "record length " + std::to_string(length) + " out of range";
-      break;
-    }
-    if (bytes.size() - at - kRecordHeaderBytes < length) break;  // incomplete
-    const char* body = bytes.data() + at + kRecordHeaderBytes;
-    if (crc32c(body, length) != crc) {
-      problem = "record crc mismatch";
-      break;
-    }
-    json parsed = json::parse(body, body + length, nullptr, false);
-    Result<EpochRecord> record =
-        parsed.is_discarded() ? Result<EpochRecord>(Status::error(EBADMSG, "not JSON"))
-                              : record_from_json(parsed);
-    if (!record) {
-      problem = "bad record: " + record.status().message();
-      break;
-    }
-    if (record->epoch != last_epoch + 1) {
-      problem = "epoch " + std::to_string(record->epoch) + " follows " +
-                std::to_string(last_epoch);
-      break;
-    }
-    last_epoch = record->epoch;
-    out.push_back(std::move(*record));
-    at += kRecordHeaderBytes + length;
-  }
-  return at;
-}
-
-bool lists(const EpochRecord& record, const Uuid& id) {
-  return std::any_of(record.nodes.begin(), record.nodes.end(),
-                     [&](const MemberInfo& node) { return node.id == id; });
-}
-
-// The record after `last` with `nodes` (sorted here).
-EpochRecord successor(const EpochRecord& last, std::string reason,
-                      std::vector<MemberInfo> nodes) {
-  EpochRecord next = last;
-  next.reason = std::move(reason);
-  next.nodes = std::move(nodes);
-  return next;
-}
-
-std::vector<MemberInfo> without(const std::vector<MemberInfo>& nodes, const Uuid& id) {
-  std::vector<MemberInfo> kept;
-  for (const MemberInfo& node : nodes) {
-    if (node.id != id) kept.push_back(node);
-  }
-  return kept;
-}
-
-bool valid_blob_name(const std::string& name) {
-  return !name.empty() && name.size() <= kMaxBlobNameBytes && name[0] != '.' &&
-         name.find('/') == std::string::npos && name.find('\0') == std::string::npos;
-}
-
-// Names in `dir` ending with `suffix` (without it), skipping temp files.
-std::vector<std::string> list_dir(const std::string& dir, const std::string& suffix) {
-  std::vector<std::string> names;
-  DIR* handle = ::opendir(dir.c_str());
-  if (handle == nullptr) return names;
-  while (dirent* entry = ::readdir(handle)) {
-    std::string name = entry->d_name;
-    if (name.empty() || name[0] == '.' || name.size() <= suffix.size()) continue;
-    if (name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0) continue;
-    names.push_back(name.substr(0, name.size() - suffix.size()));
-  }
-  ::closedir(handle);
-  return names;
-}
 
 }  // namespace
-
-const char* cluster_status_name(ClusterStatus status) {
-  switch (status) {
-    case ClusterStatus::kUnformatted: return "unformatted";
-    case ClusterStatus::kWaiting: return "waiting";
-    case ClusterStatus::kRunning: return "running";
-    case ClusterStatus::kShutdown: return "shutdown";
-  }
-  return "unknown";
-}
 
 LocalMembership::LocalMembership(LocalMembershipOptions options)
     : options_(std::move(options)),
@@ -364,6 +43,10 @@ LocalMembership::LocalMembership(LocalMembershipOptions options)
 LocalMembership::~LocalMembership() { stop(); }
 
 std::string LocalMembership::describe() const { return "local:" + options_.state_dir; }
+
+std::unique_ptr<DirectoryBacking> LocalMembership::directory_backing(const std::string& name) {
+  return make_file_directory_backing(options_.state_dir, name, true);
+}
 
 // ---- the epoch log ----
 
@@ -1089,27 +772,6 @@ void LocalMembership::tick() {
 
 std::chrono::steady_clock::time_point LocalMembership::lease_until() const {
   return Clock::time_point(Clock::duration(lease_until_ns_.load(std::memory_order_acquire)));
-}
-
-// ---- opening a driver from its spec ----
-
-Result<std::unique_ptr<MembershipDriver>> open_membership(const std::string& spec) {
-  static constexpr std::string_view kLocal = "local:";
-  if (spec.rfind("zookeeper:", 0) == 0) {
-    return Status::error(EINVAL, "membership '" + spec +
-                                     "': the ZooKeeper driver is not built yet; use local:/path");
-  }
-  if (spec.rfind(kLocal, 0) != 0) {
-    return Status::error(EINVAL, "membership '" + spec + "': expected local:/path");
-  }
-  std::string path = spec.substr(kLocal.size());
-  if (path.empty()) return Status::error(EINVAL, "membership 'local:' needs a directory path");
-  std::error_code error;
-  std::filesystem::create_directories(path, error);
-  if (error) return Status::error(error.value(), "membership: mkdir " + path);
-  LocalMembershipOptions options;
-  options.state_dir = path;
-  return std::unique_ptr<MembershipDriver>(std::make_unique<LocalMembership>(std::move(options)));
 }
 
 }  // namespace kelpie

@@ -126,6 +126,9 @@ class LocalMembership final : public MembershipDriver {
   std::map<std::string, std::string> member_statuses() const override;
 
   std::string describe() const override;
+  // The file `name` in the state directory (not under shared/), with an flock on
+  // "<name>.lock" beside it: make_file_directory_backing(state_dir, name, true).
+  std::unique_ptr<DirectoryBacking> directory_backing(const std::string& name) override;
   // Renewed at the end of every tick whose heartbeat write succeeded: the time just
   // before that write plus failure_timeout / 2.
   std::chrono::steady_clock::time_point lease_until() const override;
@@ -209,10 +212,5 @@ class LocalMembership final : public MembershipDriver {
   std::atomic<int64_t> lease_until_ns_{0};
   std::thread thread_;
 };
-
-// "local:/path" -> a LocalMembership with default timings (the directory is made
-// when missing). EINVAL with a one-line message for an empty path or any other
-// scheme ("zookeeper:" is not built yet).
-Result<std::unique_ptr<MembershipDriver>> open_membership(const std::string& spec);
 
 }  // namespace kelpie

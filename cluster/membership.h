@@ -2,7 +2,9 @@
 // cluster operations (DESIGN.md, "Coordination: epochs and membership drivers").
 //
 // One interface, several drivers: `local` (cluster/local_membership.h: a state
-// directory shared by the daemons of one host) and later `zookeeper`.
+// directory shared by the daemons of one host) and `zookeeper`
+// (cluster/zookeeper_membership.h: a ZooKeeper ensemble, for many hosts).
+// open_membership() below picks one from its spec.
 //
 // Contract (every driver):
 //  - An epoch record is the full list of storage nodes of that epoch (gateways are
@@ -34,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,6 +45,8 @@
 #include "common/uuid.h"
 
 namespace kelpie {
+
+class DirectoryBacking;
 
 struct MemberInfo {
   Uuid id{};
@@ -124,6 +129,11 @@ class MembershipDriver {
   // "local:/path" and such: for `cluster info`.
   virtual std::string describe() const = 0;
 
+  // Where the cluster keeps the VDI directory named `name` (a shared-blob name) and
+  // the cluster-wide lock that orders its control operations
+  // (engine/directory_backing.h). Usable once join() returned.
+  virtual std::unique_ptr<DirectoryBacking> directory_backing(const std::string& name) = 0;
+
   // The lease (DESIGN.md, Coordination): this member may serve I/O under the epoch
   // views it was given until this steady-clock time. The driver renews it only when
   // it has just confirmed the member is still in touch (local: its heartbeat written
@@ -133,5 +143,15 @@ class MembershipDriver {
   // others may fail it and take over its objects. Any thread; lock-free.
   virtual std::chrono::steady_clock::time_point lease_until() const = 0;
 };
+
+// Opens the driver a spec names (kelpied --cluster), not joined yet:
+//   local:/path                     LocalMembership on that state directory (made
+//                                   when missing), default timings.
+//   zookeeper:HOST:PORT[,...]/path[?session_timeout_ms=N]
+//                                   ZookeeperMembership (its header documents the
+//                                   spec); connects first, so an unreachable ensemble
+//                                   fails here, within min(session timeout, 10 s).
+// EINVAL with one line naming the problem for anything else.
+Result<std::unique_ptr<MembershipDriver>> open_membership(const std::string& spec);
 
 }  // namespace kelpie

@@ -314,11 +314,9 @@ void Node::serve_when_running() {
 }
 
 void Node::watch_directory() {
-  // Other nodes' directory changes (create, snapshot, delete): reload when the shared
-  // file changes. Cheap: one stat per tick.
-  std::string path = cluster_->directory_path();
-  struct stat last {};
-  ::stat(path.c_str(), &last);
+  // Other nodes' directory changes (create, snapshot, delete): reload when the
+  // cluster says it changed. Cheap: a stat or a counter per tick.
+  std::string last = cluster_->directory_stamp();
   auto published = std::chrono::steady_clock::now();
   while (!closing_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -326,12 +324,8 @@ void Node::watch_directory() {
       published = std::chrono::steady_clock::now();
       cluster_->refresh_status();
     }
-    struct stat now {};
-    if (::stat(path.c_str(), &now) != 0) continue;
-    if (now.st_ino == last.st_ino && now.st_mtim.tv_sec == last.st_mtim.tv_sec &&
-        now.st_mtim.tv_nsec == last.st_mtim.tv_nsec && now.st_size == last.st_size) {
-      continue;
-    }
+    std::string now = cluster_->directory_stamp();
+    if (now == last) continue;
     last = now;
     if (Status st = directory_->refresh(); !st) {
       KELPIE_LOG_WARN("VDI directory refresh failed: {}", st.to_string());

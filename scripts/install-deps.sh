@@ -7,6 +7,10 @@ packages=(
   liburing-dev libnbd-dev libspdlog-dev libgtest-dev nlohmann-json3-dev
   libnbd-bin python3-libnbd nbdkit qemu-utils fio fuse3 e2fsprogs util-linux
   procps iproute2
+  # The zookeeper membership driver (C client) and the real server its tests start
+  # on loopback (a JRE comes with zookeeper; zookeeperd is the service for real
+  # deployments: the tests do not use it).
+  libzookeeper-mt-dev zookeeper zookeeperd default-jre-headless
 )
 missing=()
 for p in "${packages[@]}"; do

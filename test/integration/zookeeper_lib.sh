@@ -24,8 +24,11 @@
 #                       ?session_timeout_ms=TIMEOUT_MS when given (kelpied --cluster).
 #
 # The server is also stopped when the test exits: start_zookeeper chains
-# stop_zookeeper in front of whatever EXIT trap is set when it runs (set yours
-# first, or call stop_zookeeper from it). Server output: DIR/zookeeper.out.
+# stop_zookeeper after whatever EXIT trap is set when it runs (so daemons are
+# killed before their ZooKeeper goes; set yours first, or call stop_zookeeper
+# from it); ZK_NO_EXIT_TRAP=1 leaves the server
+# running past the shell (the C++ test fixture stops it by ZK_PID itself).
+# Server output: DIR/zookeeper.out.
 
 ZK_DIR=""
 ZK_PORT=""
@@ -130,12 +133,12 @@ start_zookeeper() {
   ZK_DIR=$(cd "$ZK_DIR" && pwd)
   ZK_PORT=${port:-$(_zk_free_port)}
   ZK_ADDR="127.0.0.1:$ZK_PORT"
-  if [ -z "${_ZK_TRAP_SET:-}" ]; then
+  if [ -z "${_ZK_TRAP_SET:-}" ] && [ -z "${ZK_NO_EXIT_TRAP:-}" ]; then
     _ZK_TRAP_SET=1
     local previous
     previous=$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")
     # shellcheck disable=SC2064  # the previous trap is expanded now, on purpose
-    trap "stop_zookeeper >/dev/null 2>&1 || true; ${previous:-:}" EXIT
+    trap "${previous:-:}; stop_zookeeper >/dev/null 2>&1 || true" EXIT
   fi
   _zk_launch
 }

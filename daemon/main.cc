@@ -25,8 +25,8 @@ constexpr char kUsage[] =
     "usage: kelpied --data DIR [--nbd-listen HOST:PORT|none] [--nbd-unix PATH|none]\n"
     "               [--admin-listen HOST:PORT] [--threads N] [--log-level LEVEL]\n"
     "               [--log-file FILE] [--pid-file FILE]\n"
-    "               [--cluster local:STATE_DIR [--listen HOST:PORT|unix:PATH] [--zone ZONE]\n"
-    "                [--vnodes N|auto] [--gateway]]\n";
+    "               [--cluster local:STATE_DIR|zookeeper:HOST:PORT[,...]/PATH[?session_timeout_ms=N]\n"
+    "                [--listen HOST:PORT|unix:PATH] [--zone ZONE] [--vnodes N|auto] [--gateway]]\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "kelpied: %s\n%s", message.c_str(), kUsage);
@@ -83,7 +83,7 @@ Flags parse_flags(int argc, char** argv) {
       flags.pid_file = value;
     } else if (arg == "--cluster") {
       if (value.rfind("local:", 0) != 0 && value.rfind("zookeeper:", 0) != 0) {
-        usage_error("--cluster must be local:STATE_DIR (or zookeeper:HOSTS/PATH)");
+        usage_error("--cluster must be local:STATE_DIR or zookeeper:HOST:PORT[,...]/PATH");
       }
       if (value == "local:") usage_error("--cluster local: needs a state directory");
       flags.node.cluster = value;

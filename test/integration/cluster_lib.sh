@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Helpers for the cluster integration tests (issue 3): several kelpied on this
-# host sharing one `local` membership state directory. Source it after
+# Helpers for the cluster integration tests (issues 3 and 4): several kelpied on
+# this host sharing one membership (a `local` state directory, or ZooKeeper). Source it after
 # harness.sh; it also sources lifecycle_lib.sh (qio, export_md5, check_json,
 # json_get). Nodes are numbered from 1; every node keeps its data directory,
 # ports and log across restarts.
@@ -34,16 +34,33 @@
 #   acked_count LOG           writes acknowledged so far; acked_at_least LOG N.
 #   expect_all_alive          fails if a node that should run has exited.
 #   dump_logs                 the tail of every node's log (called on failure).
+#   cluster_spec              the --cluster value every node gets.
 # Every daemon started here is killed (-9) when the test exits; a test that sets
 # its own EXIT trap calls cluster_cleanup from it.
+#
+# The membership driver comes from KELPIE_MEMBERSHIP (CTest sets it per entry):
+#   local      (default) a state directory $CL_DIR/state shared by the nodes.
+#   zookeeper  start_cluster starts a private ZooKeeper (zookeeper_lib.sh) in
+#              $CL_DIR/zookeeper on a free loopback port; every node gets
+#              zookeeper:127.0.0.1:PORT/kelpie/<test> with a session timeout of
+#              CL_ZK_SESSION_MS (default 3000) ms. The server stops when the test exits.
 # shellcheck disable=SC2034  # used by the tests
 
 source "$(dirname "${BASH_SOURCE[0]}")/lifecycle_lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/zookeeper_lib.sh"
+
+KELPIE_MEMBERSHIP=${KELPIE_MEMBERSHIP:-local}
+case "$KELPIE_MEMBERSHIP" in
+  local | zookeeper) ;;
+  *) echo "FAIL: KELPIE_MEMBERSHIP must be local or zookeeper, not '$KELPIE_MEMBERSHIP'" >&2; exit 1 ;;
+esac
+CL_ZK_SESSION_MS=${CL_ZK_SESSION_MS:-3000}
 
 # fd 8 is the test's stderr, so failures inside a poll_until predicate (whose
 # output poll_until discards) still show.
 exec 8>&2
 CL_NAME=$(basename "$0" | sed 's/\.[a-z]*$//')
+[ "$KELPIE_MEMBERSHIP" = local ] || CL_NAME="${CL_NAME}_zk"
 CL_DIR="$KELPIE_TEST_DIR/$CL_NAME.cluster"
 CL_STATE="$CL_DIR/state"
 CL_PID=()
@@ -73,8 +90,20 @@ dump_logs() {
     tail -n 25 "$CL_DIR/n$i.log" >&2 2>/dev/null || true
     [ -s "$CL_DIR/n$i.out" ] && { echo "---- node $i stdout/stderr:" >&2; tail -n 10 "$CL_DIR/n$i.out" >&2; }
   done
+  if [ "$KELPIE_MEMBERSHIP" = zookeeper ] && [ -n "$ZK_DIR" ]; then
+    echo "---- zookeeper ($ZK_ADDR) output tail: $ZK_DIR/zookeeper.out" >&2
+    tail -n 10 "$ZK_DIR/zookeeper.out" >&2 2>/dev/null || true
+  fi
   exec 2>&3 3>&-
   return 0
+}
+
+cluster_spec() {
+  if [ "$KELPIE_MEMBERSHIP" = zookeeper ]; then
+    zookeeper_spec "kelpie/$CL_NAME" "$CL_ZK_SESSION_MS"
+  else
+    echo "local:$CL_STATE"
+  fi
 }
 
 expect_all_alive() {
@@ -126,7 +155,7 @@ start_node() {
   local flags
   read -ra flags <<<"${CL_FLAGS[$i]}"
   mkdir -p "$CL_DIR"
-  "$KELPIED" --data "$CL_DIR/n$i" --cluster "local:$CL_STATE" \
+  "$KELPIED" --data "$CL_DIR/n$i" --cluster "$(cluster_spec)" \
     --nbd-listen "127.0.0.1:${CL_NBD_PORT[$i]}" --nbd-unix "$CL_DIR/n$i.sock" \
     --admin-listen "${CL_ADMIN[$i]}" --threads 1 --log-file "$CL_DIR/n$i.log" \
     "${flags[@]}" </dev/null >>"$CL_DIR/n$i.out" 2>&1 &
@@ -286,12 +315,15 @@ start_cluster() {
   [ -n "$min" ] || min=$((copies < 2 ? copies : 2))
   rm -rf "$CL_DIR"
   mkdir -p "$CL_DIR"
+  if [ "$KELPIE_MEMBERSHIP" = zookeeper ]; then
+    start_zookeeper "$CL_DIR/zookeeper" || cfail "could not start ZooKeeper"
+  fi
   local i
   for ((i = 1; i <= n; i++)); do start_node "$i"; done
   ncli 1 cluster format --copies "$copies" --min-copies "$min" ||
     cfail "cluster format --copies $copies --min-copies $min failed"
   wait_settled "$n"
-  echo "cluster of $n: epoch $(cluster_epoch), copies $copies, min $min"
+  echo "cluster of $n ($KELPIE_MEMBERSHIP: $(cluster_spec)): epoch $(cluster_epoch), copies $copies, min $min"
 }
 
 # Usage: fio_start OUT URI SIZE FLAGS...  runs fio in the background (FIO_PID);

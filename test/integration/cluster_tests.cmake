@@ -12,3 +12,12 @@ kelpie_integration_test(cluster_join cluster_join_test.sh 180)
 kelpie_integration_test(cluster_sigstop cluster_sigstop_test.sh 180)
 kelpie_integration_test(cluster_fs cluster_fs_test.sh 180)
 kelpie_integration_test(cluster_gateway_crash cluster_gateway_crash_test.sh 180)
+
+# Issue 4: scenarios 1, 4 and 5 again on the zookeeper driver (the same scripts;
+# cluster_lib.sh starts a private ZooKeeper when KELPIE_MEMBERSHIP=zookeeper), and
+# the start-up refusals of bad specs, unreachable ensembles and foreign nodes.
+foreach(scenario cluster_kill_during_fio cluster_stale_node cluster_crash_all)
+  kelpie_integration_test(${scenario}_zk ${scenario}_test.sh 300)
+  set_property(TEST integration.${scenario}_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")
+endforeach()
+kelpie_integration_test(cluster_zk_startup_errors cluster_zk_startup_errors_test.sh 180)

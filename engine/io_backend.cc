@@ -3,6 +3,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "engine/reactor.h"
 
 namespace kelpie {
@@ -13,6 +15,8 @@ Task<Result<int>> UringIoBackend::open(std::string path, int flags) {
   int rc = co_await uring_op(
       [=](io_uring_sqe* s) { io_uring_prep_openat(s, dir, p, flags | O_CLOEXEC, 0644); });
   if (rc < 0) co_return Status::error(-rc, "open " + path);
+  // See the class comment: no readahead, so no large folios from reads. Advice only.
+  if ((flags & O_DIRECTORY) == 0) (void)::posix_fadvise(rc, 0, 0, POSIX_FADV_RANDOM);
   co_return rc;
 }
 
@@ -54,7 +58,8 @@ Task<Status> UringIoBackend::write(int fd, std::span<const uint8_t> buf, uint64_
   if (!dsync && buf.size() <= kInlineLimit) {
     // See kInlineLimit: a page-cache copy beats io_uring's worker hand-off here.
     while (done < buf.size()) {
-      ssize_t n = ::pwrite(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
+      size_t piece = std::min(buf.size() - done, kWritePiece);
+      ssize_t n = ::pwrite(fd, buf.data() + done, piece, static_cast<off_t>(offset + done));
       if (n < 0 && errno == EINTR) continue;
       if (n < 0) co_return Status::error(errno, "write");
       if (n == 0) co_return Status::error(EIO, "write made no progress");
@@ -63,8 +68,9 @@ Task<Status> UringIoBackend::write(int fd, std::span<const uint8_t> buf, uint64_
     co_return Status::ok();
   }
   while (done < buf.size()) {
-    int rc = co_await async_write(fd, buf.data() + done, buf.size() - done, offset + done,
-                                  dsync ? RWF_DSYNC : 0);
+    // A synced write goes whole (one sync); the others in small-folio pieces.
+    size_t piece = dsync ? buf.size() - done : std::min(buf.size() - done, kWritePiece);
+    int rc = co_await async_write(fd, buf.data() + done, piece, offset + done, dsync ? RWF_DSYNC : 0);
     if (rc == -EINTR || rc == -EAGAIN) continue;
     if (rc < 0) co_return Status::error(-rc, "write");
     if (rc == 0) co_return Status::error(EIO, "write made no progress");

@@ -71,6 +71,21 @@ Task<bool> EpochState::wait_newer(uint64_t epoch,
   }
 }
 
+bool EpochState::serving() const {
+  const auto& view = current();
+  if (!view || view->epoch() < latest_epoch_.load(std::memory_order_acquire)) return false;
+  const MembershipDriver* driver = lease_.load(std::memory_order_acquire);
+  return driver == nullptr || std::chrono::steady_clock::now() < driver->lease_until();
+}
+
+Task<bool> EpochState::wait_serving(std::chrono::steady_clock::time_point deadline) const {
+  for (;;) {
+    if (serving()) co_return true;
+    if (std::chrono::steady_clock::now() >= deadline) co_return false;
+    co_await sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 Task<bool> EpochState::wait_any(std::chrono::steady_clock::time_point deadline) const {
   return wait_newer(0, deadline);
 }

@@ -9,6 +9,11 @@
 //    ignored.
 //  - wait_newer(e, deadline) (on a reactor) returns once this reactor's view is
 //    newer than e, or false at the deadline; it polls the reactor's own slot.
+//  - The lease: serving() (on a reactor) is true while the membership driver's
+//    lease holds and this reactor already has the newest epoch the driver gave.
+//    Every client request and replica request checks it and holds (waits) or is
+//    refused while it is false, so a node that stalled or lost touch never serves
+//    under an epoch view it can no longer vouch for (DESIGN.md, Coordination).
 #pragma once
 
 #include <atomic>
@@ -54,6 +59,12 @@ class EpochState {
   std::shared_ptr<const EpochView> latest() const;
   uint64_t latest_epoch() const { return latest_epoch_.load(std::memory_order_acquire); }
 
+  // Where the lease comes from; set once, before any request (none: always held).
+  void set_lease(const MembershipDriver* driver) { lease_.store(driver, std::memory_order_release); }
+  bool serving() const;
+  // Polls serving() every 5 ms until it holds (true) or the deadline (false).
+  Task<bool> wait_serving(std::chrono::steady_clock::time_point deadline) const;
+
   Task<bool> wait_newer(uint64_t epoch, std::chrono::steady_clock::time_point deadline) const;
   // Waits until this reactor has any epoch at all.
   Task<bool> wait_any(std::chrono::steady_clock::time_point deadline) const;
@@ -67,6 +78,7 @@ class EpochState {
   mutable std::mutex mutex_;
   std::shared_ptr<const EpochView> latest_;
   std::atomic<uint64_t> latest_epoch_{0};
+  std::atomic<const MembershipDriver*> lease_{nullptr};
 };
 
 }  // namespace kelpie

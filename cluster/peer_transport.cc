@@ -22,6 +22,10 @@ namespace {
 using Header = std::array<uint8_t, kPeerHeaderSize>;
 using Fields = std::array<uint8_t, kMaxPeerFields>;
 
+// How often a client connection looks for calls past their deadline (a call times
+// out between its timeout and its timeout plus this).
+constexpr std::chrono::milliseconds kSweepInterval{100};
+
 Status malformed(const std::string& what) { return Status::error(EPROTO, "malformed peer frame: " + what); }
 
 // Reads the header and the fixed fields of the next frame; `fields_size` of them.
@@ -274,10 +278,9 @@ class PeerClient::Connection {
     bool receiving = false;
     bool finished = false;
     bool timed_out = false;
+    std::chrono::steady_clock::time_point deadline;
     std::optional<Result<PeerReply>> result;
     Event done;
-    Event watch_done;
-    Timer timer;
   };
 
   Connection(PeerClient& client, Local& local, const Uuid& node, std::string address)
@@ -305,7 +308,9 @@ class PeerClient::Connection {
  private:
   Task<Result<PeerReply>> exchange(std::shared_ptr<Connection> self, Pending& p, PeerFrame& frame,
                                    std::chrono::nanoseconds timeout);
-  Task<void> watch(std::shared_ptr<Connection> self, Pending& p, std::chrono::nanoseconds timeout);
+  // Times out overdue calls, every kSweepInterval while the connection lives: one
+  // timer per connection instead of one armed and cancelled per call.
+  Task<void> sweep(std::shared_ptr<Connection> self);
   Task<void> read_loop(std::shared_ptr<Connection> self);
   Task<Status> read_reply(Pending* p, const Header& head, const PeerFrameHeader& header, Fields& fields,
                           size_t fields_size);
@@ -347,6 +352,7 @@ Task<void> PeerClient::Connection::open(std::shared_ptr<Connection> self) {
     ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     stream_.emplace(fd_);
     spawn(read_loop(self));
+    spawn(sweep(self));
     PeerHello hello{kPeerProtocolVersion, client_.cluster(), client_.self_, node_};
     Pending p;
     p.id = next_id_++;
@@ -378,8 +384,9 @@ Task<Result<PeerReply>> PeerClient::Connection::call(std::shared_ptr<Connection>
 Task<Result<PeerReply>> PeerClient::Connection::exchange(std::shared_ptr<Connection> self, Pending& p,
                                                          PeerFrame& frame, std::chrono::nanoseconds timeout) {
   if (broken_) co_return broken_status_;
+  p.deadline = std::chrono::steady_clock::now() +
+               std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
   pending_.emplace(p.id, &p);
-  spawn(watch(self, p, timeout));
   p.sending = true;
   {
     AsyncMutex::Guard guard = co_await send_mutex_.lock();
@@ -391,29 +398,34 @@ Task<Result<PeerReply>> PeerClient::Connection::exchange(std::shared_ptr<Connect
   p.sending = false;
   if (broken_ && !p.finished) complete(p, broken_status_);
   co_await p.done.wait();
-  p.timer.cancel();
-  co_await p.watch_done.wait();
   if (!*p.result && p.timed_out) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count();
     co_return Status::error(ETIMEDOUT, prefix_ + "no reply within " + std::to_string(ms) + " ms");
   }
+  (void)self;
   co_return std::move(*p.result);
 }
 
-Task<void> PeerClient::Connection::watch(std::shared_ptr<Connection> self, Pending& p,
-                                         std::chrono::nanoseconds timeout) {
-  bool fired = co_await p.timer.wait(timeout);
-  if (fired && !p.finished) {
-    p.timed_out = true;
-    if (p.sending || p.receiving) {
-      // Its bytes are on the move and the caller's memory is in use: end the
-      // transfer by breaking the connection; the call fails when it stops.
-      fail(named(Status::error(ETIMEDOUT, "timed out mid-transfer")));
-    } else {
-      complete(p, Status::error(ETIMEDOUT, "timed out"));
+Task<void> PeerClient::Connection::sweep(std::shared_ptr<Connection> self) {
+  while (!broken_) {
+    co_await sleep_for(kSweepInterval);
+    auto now = std::chrono::steady_clock::now();
+    std::vector<Pending*> overdue;
+    for (auto& [id, p] : pending_) {
+      if (!p->finished && now >= p->deadline) overdue.push_back(p);
+    }
+    for (Pending* p : overdue) {
+      if (p->finished) continue;
+      p->timed_out = true;
+      if (p->sending || p->receiving) {
+        // Its bytes are on the move and the caller's memory is in use: end the
+        // transfer by breaking the connection; the call fails when it stops.
+        fail(named(Status::error(ETIMEDOUT, "timed out mid-transfer")));
+      } else {
+        complete(*p, Status::error(ETIMEDOUT, "timed out"));
+      }
     }
   }
-  p.watch_done.set();
   (void)self;
 }
 

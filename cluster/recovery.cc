@@ -340,18 +340,8 @@ Task<Status> Recovery::ensure(const ObjectId& id, uint64_t epoch) {
       }
     }
     if (pull_now) {
-      Status status = co_await pull(*run, id, pending);
-      std::lock_guard lock(mutex_);
-      auto it = run->pending.find(id);
-      if (status) {
-        if (it != run->pending.end()) {
-          run->pending.erase(it);
-          run->done++;
-          run->bytes += pending.best.object_size;
-        }
-        co_return Status::ok();
-      }
-      if (it != run->pending.end()) it->second.in_flight = false;
+      Status status = co_await pull_taken(run, id, pending);
+      if (status) co_return Status::ok();
       if (status.code() == ECANCELED) co_return Status::error(kEpochMismatch, "epoch moved on");
       if (Clock::now() >= deadline) co_return status;
     }
@@ -360,6 +350,58 @@ Task<Status> Recovery::ensure(const ObjectId& id, uint64_t epoch) {
     }
     co_await sleep_for(std::chrono::milliseconds(pull_now ? 100 : 5));
   }
+}
+
+Task<Status> Recovery::pull_taken(std::shared_ptr<Run> run, ObjectId id, Pending pending) {
+  Status status = co_await pull(*run, id, pending);
+  std::lock_guard lock(mutex_);
+  auto it = run->pending.find(id);
+  if (status) {
+    if (it != run->pending.end()) {
+      run->pending.erase(it);
+      run->done++;
+      run->bytes += pending.best.object_size;
+    }
+  } else if (it != run->pending.end()) {
+    it->second.in_flight = false;
+    if (status.code() != ECANCELED) run->queue.push_back(id);  // the workers try again
+  }
+  co_return status;
+}
+
+Task<void> Recovery::pull_in_background(std::shared_ptr<Run> run, ObjectId id, Pending pending) {
+  Status status = co_await pull_taken(run, id, pending);
+  if (!status && status.code() != ECANCELED) {
+    KELPIE_LOG_WARN("epoch {}: recovering {} for a read failed: {}", run->epoch(), id.to_hex(),
+                    status.to_string());
+  }
+  running_.fetch_sub(1);
+}
+
+Status Recovery::ready_now(const ObjectId& id, uint64_t epoch) {
+  if (epochs_.latest_epoch() != epoch) return Status::error(kEpochMismatch, "epoch moved on");
+  if (done_epoch_.load(std::memory_order_acquire) == epoch) return Status::ok();
+  std::shared_ptr<Run> run;
+  Pending pending;
+  {
+    std::lock_guard lock(mutex_);
+    if (run_ && run_->epoch() > epoch) return Status::error(kEpochMismatch, "epoch moved on");
+    if (!run_ || run_->epoch() != epoch || run_->state == "listing") {
+      return Status::error(kNotReady, "this node is still listing the objects of epoch " +
+                                          std::to_string(epoch));
+    }
+    auto it = run_->pending.find(id);
+    if (it == run_->pending.end()) return Status::ok();
+    if (!it->second.in_flight && !stopping_) {
+      it->second.in_flight = true;
+      run = run_;
+      pending = it->second;
+      running_.fetch_add(1);  // before the spawn: stop() waits for it
+    }
+  }
+  // Outside the mutex: the pull may settle its books before its first suspension.
+  if (run) spawn(pull_in_background(std::move(run), id, std::move(pending)));
+  return Status::error(kNotReady, "object " + id.to_hex() + " is being recovered here");
 }
 
 void Recovery::forget(const ObjectId& id, uint64_t epoch) {

@@ -50,6 +50,11 @@ class Recovery {
   // On a reactor: ok once `id` may be served in `epoch` here; kEpochMismatch status
   // if this node has moved past `epoch`; EIO if the newest copy can not be fetched.
   Task<Status> ensure(const ObjectId& id, uint64_t epoch);
+  // On a reactor, without waiting (for reads, which another replica can serve): ok
+  // once `id` may be served in `epoch` here; kNotReady while listing, or while `id`
+  // is pending — its pull then starts at once in the background, ahead of the
+  // queue; kEpochMismatch if this node has moved past `epoch`.
+  Status ready_now(const ObjectId& id, uint64_t epoch);
   // Forget any pending pull of `id` (the object is being replaced or removed).
   void forget(const ObjectId& id, uint64_t epoch);
 
@@ -78,6 +83,10 @@ class Recovery {
   Task<Status> list_all(std::shared_ptr<Run> run);
   Task<void> worker(std::shared_ptr<Run> run);
   Task<Status> pull(const Run& run, const ObjectId& id, const Pending& pending);
+  // Pulls a pending object taken (in_flight) by ensure() or ready_now() and settles
+  // the run's books; on failure the object goes back to the queue.
+  Task<Status> pull_taken(std::shared_ptr<Run> run, ObjectId id, Pending pending);
+  Task<void> pull_in_background(std::shared_ptr<Run> run, ObjectId id, Pending pending);
   Task<void> cleanup(std::shared_ptr<Run> run);
   void publish(const Run& run);
 

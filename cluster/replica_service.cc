@@ -64,6 +64,11 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
     reply.status = kEpochMismatch;
     co_return reply;
   }
+  if (!epochs_.serving()) {
+    // Its lease lapsed: this node may be out of the cluster without knowing it yet.
+    fail(reply, Status::error(kNotReady, "this node's membership lease lapsed"));
+    co_return reply;
+  }
   if (store_ == nullptr) {
     fail(reply, Status::error(EINVAL, "this node is a gateway and stores no objects"));
     co_return reply;
@@ -83,7 +88,9 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
 
   switch (request.op) {
     case PeerOp::kRead: {
-      Status ready = co_await ensure(request.id);
+      // A read does not wait for this copy's recovery: another replica serves it
+      // meanwhile (kNotReady sends the reader there).
+      Status ready = recovery_ == nullptr ? Status::ok() : recovery_->ready_now(request.id, epoch);
       if (!ready) {
         finish(ready);
         break;

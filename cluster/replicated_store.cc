@@ -12,6 +12,10 @@ namespace kelpie {
 
 using Clock = std::chrono::steady_clock;
 
+constexpr const char* kNoView =
+    "this node has no usable epoch: it has not joined a formatted cluster, or it lost "
+    "touch with the cluster (membership lease lapsed)";
+
 // Per owner reactor: the range locks of objects with updates in flight.
 struct ReplicatedStore::Shard {
   struct Entry {
@@ -34,6 +38,11 @@ Task<std::shared_ptr<const EpochView>> ReplicatedStore::current_view(
   if (!epochs_.current()) {
     bool joined = co_await epochs_.wait_any(deadline);
     if (!joined) co_return nullptr;
+  }
+  if (!epochs_.serving()) {
+    // The lease lapsed (this node stalled or lost touch): hold until it is back.
+    bool back = co_await epochs_.wait_serving(deadline);
+    if (!back) co_return nullptr;
   }
   co_return epochs_.current();
 }
@@ -68,7 +77,7 @@ Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
   Status last = Status::error(EIO, "no replica answered");
   for (;;) {
     std::shared_ptr<const EpochView> view = co_await current_view(deadline);
-    if (!view) co_return Status::error(EIO, "this node has not joined a formatted cluster");
+    if (!view) co_return Status::error(EIO, kNoView);
     std::vector<NodeIndex> targets;
     if (all_nodes) {
       for (NodeIndex i = 0; i < view->members.size(); ++i) targets.push_back(i);
@@ -235,7 +244,7 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
   Status last = Status::error(EIO, "no replica of object " + id.to_hex() + " answered");
   for (;;) {
     std::shared_ptr<const EpochView> view = co_await current_view(deadline);
-    if (!view) co_return Status::error(EIO, "this node has not joined a formatted cluster");
+    if (!view) co_return Status::error(EIO, kNoView);
     ReplicaSet set = view->replicas(id);
     std::vector<NodeIndex> order;
     if (view->self && set.contains(*view->self)) order.push_back(*view->self);
@@ -294,7 +303,7 @@ Task<Result<std::vector<ObjectId>>> ReplicatedStore::list_objects(VdiId owner) {
   const auto deadline = Clock::now() + options_.retry_deadline;
   for (;;) {
     std::shared_ptr<const EpochView> view = co_await current_view(deadline);
-    if (!view) co_return Status::error(EIO, "this node has not joined a formatted cluster");
+    if (!view) co_return Status::error(EIO, kNoView);
     PeerRequest request;
     request.op = PeerOp::kListObjects;
     request.epoch = view->epoch();

@@ -112,6 +112,7 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
     if (name == kDirectoryName) directory_changes_.fetch_add(1, std::memory_order_relaxed);
   };
   events.on_shutdown = std::move(on_shutdown);
+  epochs_->set_lease(driver_.get());
   if (Status st = driver_->join(self_, std::move(events)); !st) return st;
   KELPIE_LOG_INFO("joined cluster {} as {} node {} (peer {}, zone {}, {} vnodes)", driver_->describe(),
                   options_.gateway ? "gateway" : "storage", uuid_to_string(self_.id),

@@ -700,6 +700,21 @@ TEST_F(LocalMembershipTest, PublishedStatusReachesTheOthers) {
   EXPECT_TRUE(wait_until([&] { return b.driver->member_statuses().count(a_id) == 0; }));
 }
 
+TEST_F(LocalMembershipTest, LeaseIsRenewedByHeartbeatsAndLapsesWithoutThem) {
+  Node& a = start(make_member(0));
+  ASSERT_TRUE(a.driver->format(1, 1));
+  expect_all_at(1);
+  auto held = [&] { return Clock::now() < a.driver->lease_until(); };
+  EXPECT_TRUE(wait_until(held));
+  // Renewed at every tick: it holds for longer than one lease lasts.
+  EXPECT_TRUE(holds_for(held, options().failure_timeout));
+  // Never longer than half the failure timeout ahead, so the others (who fail a
+  // silent member after the whole timeout) only take over once it holds its I/O.
+  EXPECT_LE(a.driver->lease_until(), Clock::now() + options().failure_timeout / 2);
+  a.driver->stop();  // no more heartbeats
+  EXPECT_TRUE(wait_until([&] { return !held(); }, options().failure_timeout));
+}
+
 TEST(OpenMembershipTest, ParsesTheSpec) {
   // zookeeper: specs are parsed (and tested) by the zookeeper driver's test.
   Result<std::unique_ptr<MembershipDriver>> zookeeper = open_membership("zookeeper:host:2181");

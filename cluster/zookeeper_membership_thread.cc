@@ -66,7 +66,8 @@ bool ZookeeperMembership::handle_expiry() {
   }
   {
     std::lock_guard guard(mutex_);
-    KELPIE_LOG_WARN("membership {}: ZooKeeper session {} expired; opening a new one",
+    KELPIE_LOG_WARN("membership {}: the ZooKeeper session of member {} expired; opening a "
+                    "new one, then rejoining",
                     options_.root, uuid_to_string(self_.id));
     election_node_.clear();
     leader_ = false;
@@ -136,15 +137,20 @@ void ZookeeperMembership::tick() {
     dirty_members_.insert(dirty_members.begin(), dirty_members.end());
     dirty_shared_.insert(dirty_shared.begin(), dirty_shared.end());
   };
-  if (!client_->connected()) {
+  auto lost_touch = [&](const std::string& why) {
     requeue();
-    return;
-  }
+    if (!std::exchange(in_touch_, false)) return;
+    KELPIE_LOG_WARN("membership {}: lost touch with ZooKeeper ({}); this node keeps its epoch, "
+                    "holds I/O once its lease lapses (half the session timeout) and reconnects "
+                    "by itself",
+                    describe(), why);
+  };
+  if (!client_->connected()) return lost_touch(client_->state_name());
   const auto trip_start = Clock::now();
   Result<uint64_t> latest = round_trip();
-  if (!latest) {
-    requeue();
-    return;
+  if (!latest) return lost_touch(latest.status().to_string());
+  if (!std::exchange(in_touch_, true)) {
+    KELPIE_LOG_WARN("membership {}: in touch with ZooKeeper again", describe());
   }
   if (Status learned = refresh_epochs(*latest); !learned) {
     KELPIE_LOG_WARN("membership: reading epochs: {}", learned.to_string());

@@ -378,7 +378,9 @@ TEST_F(ZookeeperMembershipTest, FormatJoinLeaveAreOrderedEpochs) {
   EXPECT_EQ(describe.rfind("zookeeper:" + server->hosts() + root_ + " (session 0x", 0), 0u)
       << describe;
   EXPECT_NE(describe.find(", connected, timeout 2000 ms)"), std::string::npos) << describe;
-  EXPECT_GT(a.driver->lease_until(), Clock::now());
+  // Renewed by the ticks (on a loaded host a slow round trip may let it lapse for a
+  // moment: that holds I/O, it never fails it).
+  EXPECT_TRUE(wait_until([&] { return a.driver->lease_until() > Clock::now(); }));
 }
 
 TEST_F(ZookeeperMembershipTest, KilledMemberFailsAfterItsSessionTimeoutAndComesBack) {

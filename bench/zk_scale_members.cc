@@ -5,7 +5,7 @@
 //
 // usage: zk_scale_members --spec zookeeper:HOST:PORT/path[?session_timeout_ms=N]
 //                         --members N [--join-threads T] [--track-members]
-//                         [--log FILE]
+//                         [--epochs-kept K] [--log FILE]
 // Joins N members (T threads, default 16), prints "joined N ms M rss_kb R", then
 // reads commands on stdin, one a line (member 0 does the work):
 //   format COPIES MIN   formats the cluster: epoch 1 lists every live member.
@@ -18,12 +18,13 @@
 //   rss                 prints "rss_kb R".
 //   quit                stops every member (no leave) and exits.
 // Without --track-members a member watches the member list only while it leads
-// (the option the driver has for this bench).
+// (the option the driver has for this bench). --epochs-kept sets the driver's
+// epochs_kept (default 64): every member keeps that many full epoch records.
 // Reports as they happen, all times wall-clock ms since the Unix epoch (one host,
 // so comparable across processes):
-//   epoch E nodes N created_ms C first_ms F all_ms A reason R
+//   epoch E nodes N created_ms C first_ms F all_ms A changes K reason R
 //        once every member of this process delivered epoch E (F, A: the first and
-//        the last delivery);
+//        the last delivery; K: how many joins/failures the epoch is made of);
 //   shared NAME G all_ms A   once every member that did not write was told of
 //        change G (1, 2, ...) of blob NAME.
 // Exits 1 with one line on stderr when a member can not join.
@@ -72,13 +73,14 @@ struct Flags {
   size_t members = 0;
   size_t join_threads = 16;
   bool track_members = false;
+  size_t epochs_kept = 0;  // 0: the driver's default
   std::string log_file;
 };
 
 [[noreturn]] void usage(const std::string& why) {
   std::fprintf(stderr,
                "zk_scale_members: %s\nusage: zk_scale_members --spec SPEC --members N "
-               "[--join-threads T] [--track-members] [--log FILE]\n",
+               "[--join-threads T] [--track-members] [--epochs-kept K] [--log FILE]\n",
                why.c_str());
   std::exit(2);
 }
@@ -99,6 +101,8 @@ Flags parse_flags(int argc, char** argv) {
       flags.members = std::stoul(value);
     } else if (arg == "--join-threads") {
       flags.join_threads = std::max<size_t>(1, std::stoul(value));
+    } else if (arg == "--epochs-kept") {
+      flags.epochs_kept = std::stoul(value);
     } else if (arg == "--log") {
       flags.log_file = value;
     } else {
@@ -120,6 +124,7 @@ struct Member {
 
 struct EpochSeen {
   size_t nodes = 0;
+  size_t changes = 0;  // entries of the reason ("failed a; join b" is 2)
   int64_t created_ms = 0;
   std::string reason;
   bool reported = false;
@@ -166,6 +171,7 @@ Status Swarm::join_one(size_t index) {
   Result<ZookeeperMembershipOptions> options = parse_zookeeper_spec(flags_.spec);
   if (!options) return options.status();
   options->track_members = flags_.track_members;
+  if (flags_.epochs_kept > 0) options->epochs_kept = flags_.epochs_kept;
   member.driver = std::make_unique<ZookeeperMembership>(std::move(*options));
   member.info.id = make_uuid();
   std::string host = "10.200." + std::to_string(getpid() % 250) + "." + std::to_string(index % 250);
@@ -185,6 +191,7 @@ Status Swarm::join_one(size_t index) {
     EpochSeen& seen = epochs_[record.epoch];
     seen.nodes = record.nodes.size();
     seen.created_ms = record.created_unix_ms;
+    seen.changes = 1 + std::count(record.reason.begin(), record.reason.end(), ';');
     seen.reason = record.reason.substr(0, 120);
   };
   events.on_shared_changed = [&member](const std::string& name) {
@@ -324,7 +331,8 @@ void Swarm::report_epochs() {
     seen.reported = true;
     std::ostringstream out;
     out << "epoch " << epoch << " nodes " << seen.nodes << " created_ms " << seen.created_ms
-        << " first_ms " << first << " all_ms " << last << " reason " << seen.reason;
+        << " first_ms " << first << " all_ms " << last << " changes " << seen.changes
+        << " reason " << seen.reason;
     say(out.str());
   }
 }

@@ -1,9 +1,9 @@
 """The figures of bench/zk_scale_bench.sh from its result directory.
 
-    zk_scale_report.py DIR MEMBERS KILLED SESSION_MS
+    zk_scale_report.py DIR MEMBERS KILLED SESSION_MS EPOCHS_KEPT IDLE_S
 
-Reads DIR/out.<p> (zk_scale_members report lines), DIR/times, DIR/rss and
-DIR/mntr.<step>, prints the report.
+Reads DIR/out.<p> (zk_scale_members report lines), DIR/times, DIR/snapshots,
+DIR/mntr.<step> and DIR/members.<p>.log, prints the report.
 """
 
 import glob
@@ -44,7 +44,8 @@ def spread(values):
 
 
 def main():
-    root, members, killed, session_ms = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    root, members, killed, session_ms, epochs_kept, idle_s = (
+        sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]))
     times = {w[0]: [int(x) for x in w[1:]] for w in lines(os.path.join(root, "times"))}
     outs = {int(p.rsplit(".", 1)[1]): lines(p) for p in glob.glob(os.path.join(root, "out.*"))}
     killed_proc = max(outs)
@@ -57,7 +58,8 @@ def main():
                 continue
             f = fields(words)
             e = epochs.setdefault(int(f["epoch"]), {"nodes": int(f["nodes"]), "created": int(f["created_ms"]),
-                                                     "all": 0, "procs": 0, "reason": " ".join(words[11:])})
+                                                     "all": 0, "procs": 0, "changes": int(f.get("changes", 1)),
+                                                     "reason": " ".join(words[13:])})
             e["all"] = max(e["all"], int(f["all_ms"]))
             e["procs"] += 1
     survivors = len(outs) - 1
@@ -105,15 +107,45 @@ def main():
         if e["procs"] != survivors:
             print(f"  (reported by {e['procs']} of {survivors} surviving processes)")
 
-    rss = [w for w in lines(os.path.join(root, "rss"))]
-    total_kb = sum(int(w[2]) for w in rss if w[1] != "zookeeper")
-    total_members = sum(int(w[3]) for w in rss if w[1] != "zookeeper")
-    per = [f"{int(w[2]) / 1024:.0f} MiB/{w[3]}" for w in rss if w[1] != "zookeeper"]
-    zk = [w for w in rss if w[1] == "zookeeper"]
-    print(f"memory: member processes {total_kb / 1024:.0f} MiB RSS for {total_members} members = "
-          f"{total_kb / max(total_members, 1):.0f} KiB per member ({', '.join(per)})")
-    if zk:
-        print(f"  ZooKeeper server RSS {int(zk[0][2]) / 1024:.0f} MiB (-Xmx256m)")
+    joined = {p: int(w[1]) for p, out in outs.items() for w in out if w[0] == "joined"}
+    snaps = {}
+    for step, who, rss_kb, ticks, epoch in lines(os.path.join(root, "snapshots")):
+        snaps.setdefault(step, {})[who] = (int(rss_kb), int(ticks), int(epoch))
+    print(f"memory (RSS; every member keeps {epochs_kept} full epoch records):")
+    for step in ("format", "churn1", "churn2"):
+        snap = snaps.get(step)
+        if not snap:
+            continue
+        procs = [p for p in snap if p != "zookeeper"]
+        kb = sum(snap[p][0] for p in procs)
+        n = sum(joined[int(p)] for p in procs)
+        epoch = next(iter(snap.values()))[2]
+        print(f"  after {step:7s} (epoch {epoch:3d}): members {kb / 1024:.0f} MiB for {n} = "
+              f"{kb / n:.0f} KiB per member; ZooKeeper {snap['zookeeper'][0] / 1024:.0f} MiB")
+    if "churn0" in snaps and "churn2" in snaps:
+        a, b = snaps["churn0"], snaps["churn2"]
+        epochs_made = next(iter(b.values()))[2] - next(iter(a.values()))[2]
+        hz = os.sysconf("SC_CLK_TCK")
+        members_cpu = sum(b[p][1] - a[p][1] for p in b if p != "zookeeper" and p in a) / hz
+        zk_cpu = (b["zookeeper"][1] - a["zookeeper"][1]) / hz
+        if epochs_made > 0:
+            print(f"CPU per epoch during the churn ({epochs_made} epochs): members {members_cpu / epochs_made:.2f} s "
+                  f"({members_cpu / epochs_made / members * 1000:.2f} ms per member), "
+                  f"ZooKeeper {zk_cpu / epochs_made:.2f} s (ticks and reads included)")
+    if "idle0" in snaps and "idle1" in snaps:
+        a, b = snaps["idle0"], snaps["idle1"]
+        hz = os.sysconf("SC_CLK_TCK")
+        seconds = idle_s
+        members_cpu = sum(b[p][1] - a[p][1] for p in b if p != "zookeeper" and p in a) / hz
+        zk_cpu = (b["zookeeper"][1] - a["zookeeper"][1]) / hz
+        print(f"CPU with no change ({seconds} s): members {members_cpu / seconds * 100:.0f}% of one core "
+              f"({members_cpu / seconds / members * 1e6:.0f} us per member per second), "
+              f"ZooKeeper {zk_cpu / seconds * 100:.0f}%")
+    expired = 0
+    for path in glob.glob(os.path.join(root, "members.*.log")):
+        with open(path) as f:
+            expired += sum(1 for line in f if "session" in line and "expired" in line)
+    print(f"session expirations logged by the members (not the killed ones): {expired}")
 
     print("ZooKeeper (mntr):           znodes  data bytes  ephemerals  watches  connections")
     for step in ("format", "churn1", "churn2", "kill"):

@@ -604,11 +604,12 @@ Task<Result<std::shared_ptr<PeerClient::Connection>>> PeerClient::connection_to(
 Task<Result<PeerReply>> PeerClient::call(const Uuid& node, const std::string& address, const PeerRequest& request,
                                          std::span<uint8_t> read_into) {
   KELPIE_ASSERT(read_into.empty() || (request.op == PeerOp::kRead && read_into.size() == request.length));
-  std::string peer = "peer " + uuid_to_string(node) + " at " + address + ": ";
-  if (request.op == PeerOp::kHello) co_return Status::error(EINVAL, peer + "hello is sent by the transport");
+  // The peer's name is formatted only for an error: not on every call.
+  auto peer = [&] { return "peer " + uuid_to_string(node) + " at " + address + ": "; };
+  if (request.op == PeerOp::kHello) co_return Status::error(EINVAL, peer() + "hello is sent by the transport");
   if ((request.op == PeerOp::kRead && request.length > kMaxPeerPayload) ||
       request.data.size() > kMaxPeerPayload - kMaxPeerFields) {
-    co_return Status::error(E2BIG, peer + "request over the peer frame limit");
+    co_return Status::error(E2BIG, peer() + "request over the peer frame limit");
   }
   auto connection = co_await connection_to(node, address);
   if (!connection) co_return connection.status();

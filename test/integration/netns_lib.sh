@@ -113,7 +113,8 @@ netns_zookeeper_on_bridge() {
   # zookeeper_lib.sh binds the server to 127.0.0.1. Its ZK_JAVA is a launcher that
   # appends clientPortAddress=0.0.0.0 to the config (java.util.Properties: the last
   # value wins): in the hub that is lo and br0 only.
-  local launcher="$KELPIE_TEST_DIR/$(basename "$0" .sh).zk-java"
+  local launcher
+  launcher="$KELPIE_TEST_DIR/$(basename "$0" .sh).zk-java"
   mkdir -p "$KELPIE_TEST_DIR"
   cat >"$launcher" <<'EOF'
 #!/bin/bash

@@ -82,6 +82,9 @@ cleanup() {
   stop_zookeeper >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+# ZooKeeper's own log (WARN and up, in its zookeeper.out) needs an slf4j binding on
+# the class path; without one the server logs nothing.
+export ZK_CLASSPATH=${ZK_CLASSPATH:-/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar}
 # shellcheck source=../test/integration/zookeeper_lib.sh
 source "$(dirname "$0")/../test/integration/zookeeper_lib.sh"
 start_zookeeper "$DIR/zookeeper" >&2

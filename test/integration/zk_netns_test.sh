@@ -7,6 +7,11 @@
 # and logs that it lost touch with ZooKeeper.
 # The link comes back: node 3 rejoins, recovers, and the whole VDI reads back as
 # the client wrote it through every node.
+# ZooKeeper's own log (WARN and up, in its zookeeper.out) needs an slf4j binding on
+# the class path; without one the server logs nothing.
+export ZK_CLASSPATH=${ZK_CLASSPATH:-/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar}
+# cluster_lib.sh then shows ZooKeeper's output with the nodes' logs on a failure.
+export KELPIE_MEMBERSHIP=zookeeper
 source "$(dirname "$0")/harness.sh"
 source "$(dirname "$0")/netns_lib.sh"
 netns_enter_hub "$@"

@@ -8,6 +8,9 @@
 # killed and the others make a new epoch without it; it returns and recovers, and
 # the VDI has one md5 through every node.
 export KELPIE_MEMBERSHIP=zookeeper
+# ZooKeeper's own log (WARN and up, in its zookeeper.out) needs an slf4j binding on
+# the class path; without one the server logs nothing.
+export ZK_CLASSPATH=${ZK_CLASSPATH:-/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-api.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar}
 export CL_ZK_SESSION_MS=${CL_ZK_SESSION_MS:-4000}
 source "$(dirname "$0")/harness.sh"
 source "$(dirname "$0")/cluster_lib.sh"

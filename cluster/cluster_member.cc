@@ -148,8 +148,15 @@ void ClusterMember::on_epoch(const EpochRecord& record) {
   KELPIE_LOG_INFO("epoch {} ({}): {} storage nodes, {} zones, copies {} min {}", record.epoch,
                   record.reason, record.nodes.size(), (*view)->ring.zone_count(), record.copies,
                   record.min_copies);
+  std::shared_ptr<const EpochView> previous = epochs_->latest();
   epochs_->publish(*view);
-  // Connections to nodes that left are of no use any more.
+  // Calls in flight to a node this epoch dropped fail now (their writes retry on the
+  // new replica set) instead of waiting out the call timeout on a dead link.
+  if (previous) {
+    for (const MemberInfo& member : previous->members) {
+      if (!(*view)->ring.find(member.id)) peers_->drop(member.id);
+    }
+  }
   if (recovery_ && (*view)->self) recovery_->start(*view);
 }
 

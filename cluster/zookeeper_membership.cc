@@ -103,6 +103,66 @@ Result<json> parse_json(const std::string& text, const std::string& what) {
   return parsed;
 }
 
+// The record without its nodes.
+EpochRecord header_of(const EpochRecord& record) {
+  EpochRecord header;
+  header.epoch = record.epoch;
+  header.cluster = record.cluster;
+  header.copies = record.copies;
+  header.min_copies = record.min_copies;
+  header.created_unix_ms = record.created_unix_ms;
+  header.reason = record.reason;
+  return header;
+}
+
+bool identical(const MemberInfo& a, const MemberInfo& b) {
+  return a.id == b.id && a.peer_address == b.peer_address && a.admin_address == b.admin_address &&
+         a.nbd_address == b.nbd_address && a.zone == b.zone && a.vnodes == b.vnodes &&
+         a.gateway == b.gateway && a.capacity_bytes == b.capacity_bytes && a.pid == b.pid;
+}
+
+std::vector<const MemberInfo*> by_id(const std::vector<MemberInfo>& nodes) {
+  std::vector<const MemberInfo*> out;
+  out.reserve(nodes.size());
+  for (const MemberInfo& node : nodes) out.push_back(&node);
+  auto less = [](const MemberInfo* a, const MemberInfo* b) { return a->id < b->id; };
+  if (!std::is_sorted(out.begin(), out.end(), less)) std::stable_sort(out.begin(), out.end(), less);
+  return out;
+}
+
+// What `after` changed against `before`: `before` is `after` without `added` (by
+// id), plus `removed`.
+void diff_nodes(const std::vector<MemberInfo>& before, const std::vector<MemberInfo>& after,
+                std::vector<MemberInfo>& added, std::vector<MemberInfo>& removed) {
+  std::vector<const MemberInfo*> a = by_id(before), b = by_id(after);
+  size_t i = 0, j = 0;
+  while (i < a.size() || j < b.size()) {
+    if (j == b.size() || (i < a.size() && a[i]->id < b[j]->id)) {
+      removed.push_back(*a[i++]);
+    } else if (i == a.size() || b[j]->id < a[i]->id) {
+      added.push_back(*b[j++]);
+    } else {
+      if (!identical(*a[i], *b[j])) {
+        removed.push_back(*a[i]);
+        added.push_back(*b[j]);
+      }
+      ++i;
+      ++j;
+    }
+  }
+}
+
+// The nodes of the epoch before the one whose nodes are `nodes` and whose delta
+// is (added, removed).
+void undo_delta(std::vector<MemberInfo>& nodes, const std::vector<MemberInfo>& added,
+                const std::vector<MemberInfo>& removed) {
+  std::set<Uuid> ids;
+  for (const MemberInfo& node : added) ids.insert(node.id);
+  std::erase_if(nodes, [&](const MemberInfo& node) { return ids.count(node.id) != 0; });
+  nodes.insert(nodes.end(), removed.begin(), removed.end());
+  sort_by_id(nodes);
+}
+
 }  // namespace
 
 // ---- the spec ----
@@ -316,26 +376,26 @@ Status ZookeeperMembership::reload_current() {
   if (!read) return read.status();
   if (!*read) return Status::ok();
   std::lock_guard guard(mutex_);
-  uint64_t have = current_ ? current_->record.epoch : 0;
+  uint64_t have = current_ ? current_->epoch : 0;
   if (have >= (*read)->record.epoch) return Status::ok();
-  if (history_.empty() || history_.back().epoch + 1 != (*read)->record.epoch) {
+  if (history_.empty() || history_.back().header.epoch + 1 != (*read)->record.epoch) {
     history_.clear();
     history_loaded_ = false;
   }
-  current_ = **read;
-  history_.push_back(current_->record);
-  while (history_.size() > options_.epochs_kept) history_.pop_front();
+  current_ = std::make_shared<const EpochRecord>(std::move((*read)->record));
+  incarnations_ = std::move((*read)->incarnations);
+  push_history_locked(current_);
   return Status::ok();
 }
 
 Status ZookeeperMembership::refresh_epochs(uint64_t latest) {
   for (;;) {
-    std::optional<Current> base;
+    std::shared_ptr<const EpochRecord> base;
     {
       std::lock_guard guard(mutex_);
       base = current_;
     }
-    uint64_t have = base ? base->record.epoch : 0;
+    uint64_t have = base ? base->epoch : 0;
     if (have >= latest) return Status::ok();
     if (!base) return reload_current();
     Result<ZookeeperClient::Data> data = client_->get(epochs_dir_ + "/" + epoch_name(have + 1), false);
@@ -346,27 +406,83 @@ Status ZookeeperMembership::refresh_epochs(uint64_t latest) {
     Result<std::vector<MemberInfo>> added = members_field(*delta, "added");
     Result<std::vector<MemberInfo>> removed = members_field(*delta, "removed");
     if (!header || !added || !removed || header->epoch != have + 1) return reload_current();
-    Current next{*header, base->incarnations};
+    // One new record; the base is shared, not copied, and the incarnations change
+    // in place below.
+    auto next = std::make_shared<EpochRecord>(std::move(*header));
+    next->nodes.clear();
+    next->nodes.reserve(base->nodes.size() + added->size());
     std::set<Uuid> gone;
     for (const MemberInfo& node : *removed) gone.insert(node.id);
     for (const MemberInfo& node : *added) gone.insert(node.id);
-    for (const MemberInfo& node : base->record.nodes) {
-      if (!gone.count(node.id)) next.record.nodes.push_back(node);
+    for (const MemberInfo& node : base->nodes) {
+      if (!gone.count(node.id)) next->nodes.push_back(node);
     }
-    for (const MemberInfo& node : *removed) next.incarnations.erase(node.id);
-    for (const MemberInfo& node : *added) next.record.nodes.push_back(node);
-    for (const auto& [id, session] : incarnations_from_json(*delta)) next.incarnations[id] = session;
-    sort_by_id(next.record.nodes);
-    if (nodes_crc(next.record.nodes) != delta->value("nodes_crc", uint32_t{0})) {
+    for (const MemberInfo& node : *added) next->nodes.push_back(node);
+    std::map<Uuid, int64_t> fresh = incarnations_from_json(*delta);
+    sort_by_id(next->nodes);
+    if (nodes_crc(next->nodes) != delta->value("nodes_crc", uint32_t{0})) {
       KELPIE_LOG_WARN("membership: epoch {} does not apply to epoch {}; reloading", have + 1, have);
       return reload_current();
     }
     std::lock_guard guard(mutex_);
-    if (!current_ || current_->record.epoch != have) continue;
-    current_ = next;
-    history_.push_back(next.record);
-    while (history_.size() > options_.epochs_kept) history_.pop_front();
+    if (!current_ || current_->epoch != have) continue;
+    for (const MemberInfo& node : *removed) incarnations_.erase(node.id);
+    for (const auto& [id, session] : fresh) incarnations_[id] = session;
+    current_ = std::move(next);
+    push_history_locked(current_);
   }
+}
+
+void ZookeeperMembership::push_history_locked(std::shared_ptr<const EpochRecord> record) {
+  PastEpoch entry;
+  entry.header = header_of(*record);
+  if (!history_.empty() && history_.back().header.epoch + 1 == record->epoch) {
+    std::shared_ptr<const EpochRecord> previous = history_record_locked(history_.size() - 1);
+    diff_nodes(previous->nodes, record->nodes, entry.added, entry.removed);
+    entry.has_delta = true;
+  }
+  entry.full = std::move(record);
+  history_.push_back(std::move(entry));
+  while (history_.size() > options_.epochs_kept) history_.pop_front();
+  compact_history_locked();
+}
+
+std::shared_ptr<const EpochRecord> ZookeeperMembership::history_record_locked(size_t index) const {
+  if (history_[index].full) return history_[index].full;
+  // compact_history_locked() drops a whole record only when the next entry has a
+  // delta, and the newest entry always keeps its own.
+  size_t from = index + 1;
+  while (!history_[from].full) ++from;
+  std::vector<MemberInfo> nodes = history_[from].full->nodes;
+  for (size_t i = from; i > index; --i) undo_delta(nodes, history_[i].added, history_[i].removed);
+  auto record = std::make_shared<EpochRecord>(history_[index].header);
+  record->nodes = std::move(nodes);
+  return record;
+}
+
+void ZookeeperMembership::compact_history_locked() {
+  for (size_t i = 0; i + 1 < history_.size(); ++i) {
+    PastEpoch& entry = history_[i];
+    bool undelivered = deliver_ && entry.header.epoch > delivered_epoch_;
+    if (entry.full && history_[i + 1].has_delta && !undelivered) entry.full.reset();
+  }
+}
+
+std::vector<EpochRecord> ZookeeperMembership::epoch_history() const {
+  load_history();
+  std::lock_guard guard(mutex_);
+  // One pass from the newest back, rebuilding compacted entries from the next one.
+  std::vector<EpochRecord> out(history_.size());
+  for (size_t i = history_.size(); i-- > 0;) {
+    if (history_[i].full) {
+      out[i] = *history_[i].full;
+    } else {
+      out[i] = history_[i].header;
+      out[i].nodes = out[i + 1].nodes;
+      undo_delta(out[i].nodes, history_[i + 1].added, history_[i + 1].removed);
+    }
+  }
+  return out;
 }
 
 Result<std::optional<ZookeeperMembership::Current>> ZookeeperMembership::append_epoch(
@@ -440,10 +556,10 @@ Result<std::optional<ZookeeperMembership::Current>> ZookeeperMembership::append_
     }
     {
       std::lock_guard guard(mutex_);
-      if (current_ ? current_->record.epoch + 1 == number : number == 1) {
-        current_ = *next;
-        history_.push_back(next->record);
-        while (history_.size() > options_.epochs_kept) history_.pop_front();
+      if (current_ ? current_->epoch + 1 == number : number == 1) {
+        current_ = std::make_shared<const EpochRecord>(next->record);
+        incarnations_ = next->incarnations;
+        push_history_locked(current_);
       }
     }
     {
@@ -461,7 +577,7 @@ void ZookeeperMembership::load_history() const {
   {
     std::lock_guard guard(mutex_);
     if (history_loaded_ || history_.empty()) return;
-    oldest = history_.front();
+    oldest = *history_record_locked(0);
   }
   std::deque<EpochRecord> older;
   EpochRecord record = *oldest;
@@ -490,9 +606,19 @@ void ZookeeperMembership::load_history() const {
   }
   std::lock_guard guard(mutex_);
   history_loaded_ = true;
-  if (history_.empty() || history_.front().epoch != oldest->epoch) return;
+  if (history_.empty() || history_.front().header.epoch != oldest->epoch) return;
+  // Compact entries: each older one is rebuilt from the one after it.
+  EpochRecord after = std::move(*oldest);
   while (!older.empty() && history_.size() < options_.epochs_kept) {
-    history_.push_front(older.back());
+    PastEpoch& front = history_.front();
+    front.added.clear();
+    front.removed.clear();
+    diff_nodes(older.back().nodes, after.nodes, front.added, front.removed);
+    front.has_delta = true;
+    PastEpoch entry;
+    entry.header = header_of(older.back());
+    history_.push_front(std::move(entry));
+    after = std::move(older.back());
     older.pop_back();
   }
 }
@@ -759,9 +885,9 @@ Status ZookeeperMembership::register_self(const std::string& state) {
 // ---- helpers with mutex_ held ----
 
 bool ZookeeperMembership::listed_locked() const {
-  if (!current_ || !lists(current_->record, self_.id)) return false;
-  auto it = current_->incarnations.find(self_.id);
-  return it != current_->incarnations.end() && it->second == client_->session_id();
+  if (!current_ || !lists(*current_, self_.id)) return false;
+  auto it = incarnations_.find(self_.id);
+  return it != incarnations_.end() && it->second == client_->session_id();
 }
 
 bool ZookeeperMembership::tracking_locked() const {

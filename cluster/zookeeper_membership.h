@@ -201,6 +201,17 @@ class ZookeeperMembership final : public MembershipDriver {
     std::map<Uuid, int64_t> incarnations;
   };
   using EpochMaker = std::function<std::optional<Current>(const std::optional<Current>& last)>;
+  // One kept epoch. The newest, and any not delivered yet, keep the whole record
+  // (shared with current_ and with delivery, never copied); the others only their
+  // header and what changed against the previous epoch, so the history costs
+  // O(nodes + changes), not O(nodes x epochs_kept).
+  struct PastEpoch {
+    std::shared_ptr<const EpochRecord> full;  // null once compacted
+    EpochRecord header;                       // the record without its nodes
+    // The previous epoch is this one without `added` (by id), plus `removed`.
+    std::vector<MemberInfo> added, removed;
+    bool has_delta = false;  // the previous entry is epoch - 1 and the delta is valid
+  };
 
   static void on_watch(zhandle_t* handle, int type, int state, const char* path, void* context);
   void note_watch(int type, int state, const std::string& path);
@@ -233,6 +244,12 @@ class ZookeeperMembership final : public MembershipDriver {
   bool wait_for_leader_beat();
   bool wait_listed(std::chrono::milliseconds timeout);
   void load_history() const;
+  // History, with mutex_ held: append the new current epoch (trims to epochs_kept);
+  // the whole record of entry `index` (shared, or rebuilt from a newer one); drop
+  // the whole records no one needs any more.
+  void push_history_locked(std::shared_ptr<const EpochRecord> record);
+  std::shared_ptr<const EpochRecord> history_record_locked(size_t index) const;
+  void compact_history_locked();
   void stop_thread();
 
   // With mutex_ held.
@@ -262,8 +279,11 @@ class ZookeeperMembership final : public MembershipDriver {
   MemberInfo self_{};
   std::string self_id_;
   Events events_;
-  std::optional<Current> current_;
-  mutable std::deque<EpochRecord> history_;  // oldest first, at most epochs_kept
+  // The current epoch: one immutable record shared with history_ and delivery, and
+  // its incarnations (updated in place, not copied per epoch).
+  std::shared_ptr<const EpochRecord> current_;
+  std::map<Uuid, int64_t> incarnations_;
+  mutable std::deque<PastEpoch> history_;  // oldest first, at most epochs_kept
   mutable bool history_loaded_ = false;
   uint64_t delivered_epoch_ = 0;
   bool deliver_ = false;

@@ -64,7 +64,7 @@ Status ZookeeperMembership::join(const MemberInfo& self, Events events) {
   // Running or stopped? A cluster is running when its leader beats and says it serves
   // (a node of the last epoch is up with its listed incarnation). Crashed members'
   // znodes linger for a session timeout, so their presence proves nothing.
-  std::optional<Current> current;
+  std::shared_ptr<const EpochRecord> current;
   bool marker = false;
   {
     std::lock_guard guard(mutex_);
@@ -73,13 +73,13 @@ Status ZookeeperMembership::join(const MemberInfo& self, Events events) {
   }
   Phase phase = Phase::kAwaitFormat;
   if (current) {
-    bool alone = current->record.nodes.size() == 1 && current->record.nodes[0].id == self.id;
+    bool alone = current->nodes.size() == 1 && current->nodes[0].id == self.id;
     phase = !marker && !alone && wait_for_leader_beat() ? Phase::kRunning : Phase::kWaiting;
   }
   {
     std::lock_guard guard(mutex_);
     phase_ = phase;
-    waiting_epoch_ = current ? current->record.epoch : 0;
+    waiting_epoch_ = current ? current->epoch : 0;
   }
   if (Status written = write_member(); !written) return fail(written);
   if (Status elected = create_election_node(); !elected) return fail(elected);
@@ -92,7 +92,7 @@ Status ZookeeperMembership::join(const MemberInfo& self, Events events) {
     }
   }
   std::lock_guard guard(mutex_);
-  delivered_epoch_ = current_ ? current_->record.epoch - 1 : 0;
+  delivered_epoch_ = current_ ? current_->epoch - 1 : 0;
   deliver_ = true;
   KELPIE_LOG_INFO("membership {}: joined as {}{} ({})", describe(), self_id_,
                   self_.gateway ? " (gateway)" : "",
@@ -299,13 +299,7 @@ ClusterStatus ZookeeperMembership::status() const {
 std::optional<EpochRecord> ZookeeperMembership::current_epoch() const {
   std::lock_guard guard(mutex_);
   if (!current_) return std::nullopt;
-  return current_->record;
-}
-
-std::vector<EpochRecord> ZookeeperMembership::epoch_history() const {
-  load_history();
-  std::lock_guard guard(mutex_);
-  return {history_.begin(), history_.end()};
+  return *current_;
 }
 
 std::vector<MemberInfo> ZookeeperMembership::live_members() const {

@@ -182,7 +182,7 @@ void ZookeeperMembership::tick() {
   {
     std::lock_guard guard(mutex_);
     if (phase_ == Phase::kAwaitFormat && current_) become_running_locked();
-    if (phase_ == Phase::kWaiting && current_ && current_->record.epoch > waiting_epoch_) {
+    if (phase_ == Phase::kWaiting && current_ && current_->epoch > waiting_epoch_) {
       become_running_locked();
     }
     waiting = phase_ == Phase::kWaiting;
@@ -194,7 +194,7 @@ void ZookeeperMembership::tick() {
     // Out of the epoch and told so: say so, so the leader lists it again.
     if (phase_ == Phase::kRunning && !self_.gateway && !leaving_ && deliver_ && current_ &&
         !listed_locked() && (ever_listed_ || rejoining_) &&
-        delivered_epoch_ >= current_->record.epoch && written_seen_epoch_ < delivered_epoch_) {
+        delivered_epoch_ >= current_->epoch && written_seen_epoch_ < delivered_epoch_) {
       member_dirty_ = true;
     }
   }
@@ -216,7 +216,7 @@ void ZookeeperMembership::tick() {
 
   // Events, in epoch order, then the lease.
   Events events;
-  std::vector<EpochRecord> new_epochs;
+  std::vector<std::shared_ptr<const EpochRecord>> new_epochs;
   bool fire_shutdown = false;
   uint64_t learned = 0;
   {
@@ -227,21 +227,25 @@ void ZookeeperMembership::tick() {
         shutdown_delivered_ = true;
         fire_shutdown = true;
       }
-      bool contiguous = std::any_of(history_.begin(), history_.end(), [&](const EpochRecord& r) {
-        return r.epoch == delivered_epoch_ + 1;
+      bool contiguous = std::any_of(history_.begin(), history_.end(), [&](const PastEpoch& e) {
+        return e.header.epoch == delivered_epoch_ + 1;
       });
-      for (const EpochRecord& record : history_) {
-        if (record.epoch > delivered_epoch_ && (contiguous || record.epoch == history_.back().epoch)) {
-          new_epochs.push_back(record);
+      for (size_t i = 0; i < history_.size(); ++i) {
+        uint64_t epoch = history_[i].header.epoch;
+        if (epoch > delivered_epoch_ && (contiguous || epoch == history_.back().header.epoch)) {
+          new_epochs.push_back(history_record_locked(i));
         }
       }
-      if (!new_epochs.empty()) delivered_epoch_ = new_epochs.back().epoch;
+      if (!new_epochs.empty()) {
+        delivered_epoch_ = new_epochs.back()->epoch;
+        compact_history_locked();
+      }
     }
-    learned = current_ ? current_->record.epoch : 0;
+    learned = current_ ? current_->epoch : 0;
   }
   if (fire_shutdown && events.on_shutdown) events.on_shutdown();
-  for (const EpochRecord& record : new_epochs) {
-    if (events.on_epoch) events.on_epoch(record);
+  for (const std::shared_ptr<const EpochRecord>& record : new_epochs) {
+    if (events.on_epoch) events.on_epoch(*record);
   }
   for (const std::string& name : changed_blobs) {
     if (events.on_shared_changed) events.on_shared_changed(name);
@@ -278,8 +282,9 @@ void ZookeeperMembership::tick() {
 void ZookeeperMembership::lead() {
   std::map<std::string, Member> members;
   Member me;
-  std::optional<Current> current;
+  std::shared_ptr<const EpochRecord> current;
   bool swept = false;
+  bool serving = false;
   {
     std::lock_guard guard(mutex_);
     members = members_;
@@ -287,16 +292,15 @@ void ZookeeperMembership::lead() {
                 delivered_epoch_, status_json_, client_->session_id()};
     current = current_;
     swept = std::exchange(swept_, true);
+    members[uuid_to_string(me.info.id)] = me;
+    auto serving_node = [&](const MemberInfo& node) {
+      auto it = members.find(uuid_to_string(node.id));
+      auto listed = incarnations_.find(node.id);
+      return it != members.end() && it->second.state == "running" &&
+             listed != incarnations_.end() && listed->second == it->second.session;
+    };
+    serving = std::any_of(current->nodes.begin(), current->nodes.end(), serving_node);
   }
-  members[uuid_to_string(me.info.id)] = me;
-  auto serving_node = [&](const MemberInfo& node) {
-    auto it = members.find(uuid_to_string(node.id));
-    auto listed = current->incarnations.find(node.id);
-    return it != members.end() && it->second.state == "running" &&
-           listed != current->incarnations.end() && listed->second == it->second.session;
-  };
-  bool serving = std::any_of(current->record.nodes.begin(), current->record.nodes.end(),
-                             serving_node);
   json beat = {{"id", uuid_to_string(me.info.id)}, {"beat", ++beat_}, {"serving", serving}};
   (void)client_->set(leader_path_, dump_json(beat), -1);
   if (!swept) {
@@ -305,7 +309,7 @@ void ZookeeperMembership::lead() {
     if (names) {
       for (const std::string& name : *names) {
         uint64_t epoch = std::strtoull(name.c_str(), nullptr, 10);
-        if (epoch + options_.epochs_kept <= current->record.epoch) {
+        if (epoch + options_.epochs_kept <= current->epoch) {
           (void)client_->remove(epochs_dir_ + "/" + name);
         }
       }

@@ -263,7 +263,8 @@ Task<void> Recovery::worker(std::shared_ptr<Run> run) {
     }
     // Throttle: pace the pulls so client I/O keeps most of the node.
     if (options_.max_bytes_per_s > 0 && status) {
-      auto pause = std::chrono::microseconds(uint64_t(pending.best.object_size) * 1000000 /
+      auto pause = std::chrono::microseconds(uint64_t(pending.best.object_size) *
+                                             std::max(1u, options_.workers) * 1000000 /
                                              options_.max_bytes_per_s);
       if (pause.count() > 0) co_await sleep_for(pause);
     }
@@ -375,6 +376,7 @@ Task<void> Recovery::pull_in_background(std::shared_ptr<Run> run, ObjectId id, P
     KELPIE_LOG_WARN("epoch {}: recovering {} for a read failed: {}", run->epoch(), id.to_hex(),
                     status.to_string());
   }
+  read_pulls_.fetch_sub(1);
   running_.fetch_sub(1);
 }
 
@@ -392,10 +394,12 @@ Status Recovery::ready_now(const ObjectId& id, uint64_t epoch) {
     }
     auto it = run_->pending.find(id);
     if (it == run_->pending.end()) return Status::ok();
-    if (!it->second.in_flight && !stopping_) {
+    // A hint, not a need (another replica serves the read): one such pull at a time.
+    if (!it->second.in_flight && !stopping_ && read_pulls_.load() == 0) {
       it->second.in_flight = true;
       run = run_;
       pending = it->second;
+      read_pulls_.fetch_add(1);
       running_.fetch_add(1);  // before the spawn: stop() waits for it
     }
   }

@@ -18,88 +18,26 @@
 #include <sstream>
 #include <thread>
 
+#include "test/unit/membership_test_support.h"
+
 namespace kelpie {
 namespace {
 
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
+using membership_test::holds_for;
+using membership_test::ids_of;
+using membership_test::make_member;
+using membership_test::Recorder;
 
-// Polls `condition` until it holds or `timeout` passes.
 template <typename Condition>
 bool wait_until(Condition condition, std::chrono::milliseconds timeout = 5000ms) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
+  return membership_test::wait_until(condition, timeout);
 }
 
-// Polls `condition` for `duration`: false as soon as it does not hold.
-template <typename Condition>
-bool holds_for(Condition condition, std::chrono::milliseconds duration) {
-  auto deadline = Clock::now() + duration;
-  while (Clock::now() < deadline) {
-    if (!condition()) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
-}
 
-MemberInfo make_member(int index, bool gateway = false) {
-  MemberInfo member;
-  member.id = make_uuid();
-  member.peer_address = "127.0.0.1:" + std::to_string(7000 + index);
-  member.admin_address = "127.0.0.1:" + std::to_string(7100 + index);
-  member.nbd_address = gateway ? "127.0.0.1:10809" : "";
-  member.zone = "z" + std::to_string(index);
-  member.vnodes = gateway ? 0 : 128;
-  member.gateway = gateway;
-  member.capacity_bytes = uint64_t{1} << 30;
-  return member;
-}
 
-// What one member's Events saw.
-struct Recorder {
-  std::mutex mutex;
-  std::vector<EpochRecord> epochs;
-  std::vector<std::string> shared_changes;
-  std::atomic<int> shutdowns{0};
 
-  MembershipDriver::Events events() {
-    MembershipDriver::Events events;
-    events.on_epoch = [this](const EpochRecord& record) {
-      std::lock_guard guard(mutex);
-      epochs.push_back(record);
-    };
-    events.on_shared_changed = [this](const std::string& name) {
-      std::lock_guard guard(mutex);
-      shared_changes.push_back(name);
-    };
-    events.on_shutdown = [this] { ++shutdowns; };
-    return events;
-  }
-  std::vector<std::string> reasons() {
-    std::lock_guard guard(mutex);
-    std::vector<std::string> reasons;
-    for (const EpochRecord& record : epochs) reasons.push_back(record.reason);
-    return reasons;
-  }
-  std::vector<uint64_t> epoch_numbers() {
-    std::lock_guard guard(mutex);
-    std::vector<uint64_t> numbers;
-    for (const EpochRecord& record : epochs) numbers.push_back(record.epoch);
-    return numbers;
-  }
-  uint64_t last_epoch() {
-    std::lock_guard guard(mutex);
-    return epochs.empty() ? 0 : epochs.back().epoch;
-  }
-  bool saw_shared(const std::string& name) {
-    std::lock_guard guard(mutex);
-    return std::find(shared_changes.begin(), shared_changes.end(), name) != shared_changes.end();
-  }
-};
 
 struct Node {
   MemberInfo info;
@@ -113,11 +51,6 @@ std::vector<uint64_t> range(uint64_t first, uint64_t last) {
   return numbers;
 }
 
-std::set<Uuid> ids_of(const EpochRecord& record) {
-  std::set<Uuid> ids;
-  for (const MemberInfo& node : record.nodes) ids.insert(node.id);
-  return ids;
-}
 
 class LocalMembershipTest : public ::testing::Test {
  protected:

@@ -22,6 +22,7 @@
 
 #include "cluster/zookeeper_client.h"
 #include "engine/directory_backing.h"
+#include "test/unit/membership_test_support.h"
 
 namespace kelpie {
 namespace {
@@ -29,28 +30,19 @@ namespace {
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-constexpr milliseconds kSessionTimeout{2000};
+using membership_test::holds_for;
+using membership_test::ids_of;
+using membership_test::make_member;
+using membership_test::Recorder;
 
 template <typename Condition>
 bool wait_until(Condition condition, milliseconds timeout = 10000ms) {
-  auto deadline = Clock::now() + timeout;
-  while (Clock::now() < deadline) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
+  return membership_test::wait_until(condition, timeout);
 }
 
-template <typename Condition>
-bool holds_for(Condition condition, milliseconds duration) {
-  auto deadline = Clock::now() + duration;
-  while (Clock::now() < deadline) {
-    if (!condition()) return false;
-    std::this_thread::sleep_for(5ms);
-  }
-  return condition();
-}
+constexpr milliseconds kSessionTimeout{2000};
+
+
 
 long elapsed_ms(Clock::time_point since) {
   return static_cast<long>(
@@ -113,58 +105,7 @@ struct Server {
 
 Server* server = nullptr;
 
-MemberInfo make_member(int index, bool gateway = false) {
-  MemberInfo member;
-  member.id = make_uuid();
-  member.peer_address = "127.0.0.1:" + std::to_string(7000 + index);
-  member.admin_address = "127.0.0.1:" + std::to_string(7100 + index);
-  member.zone = "z" + std::to_string(index);
-  member.vnodes = gateway ? 0 : 128;
-  member.gateway = gateway;
-  member.capacity_bytes = uint64_t{1} << 30;
-  return member;
-}
 
-struct Recorder {
-  std::mutex mutex;
-  std::vector<EpochRecord> epochs;
-  std::vector<std::string> shared_changes;
-  std::atomic<int> shutdowns{0};
-
-  MembershipDriver::Events events() {
-    MembershipDriver::Events events;
-    events.on_epoch = [this](const EpochRecord& record) {
-      std::lock_guard guard(mutex);
-      epochs.push_back(record);
-    };
-    events.on_shared_changed = [this](const std::string& name) {
-      std::lock_guard guard(mutex);
-      shared_changes.push_back(name);
-    };
-    events.on_shutdown = [this] { ++shutdowns; };
-    return events;
-  }
-  std::vector<uint64_t> epoch_numbers() {
-    std::lock_guard guard(mutex);
-    std::vector<uint64_t> numbers;
-    for (const EpochRecord& record : epochs) numbers.push_back(record.epoch);
-    return numbers;
-  }
-  std::vector<std::string> reasons() {
-    std::lock_guard guard(mutex);
-    std::vector<std::string> out;
-    for (const EpochRecord& record : epochs) out.push_back(record.reason);
-    return out;
-  }
-  uint64_t last_epoch() {
-    std::lock_guard guard(mutex);
-    return epochs.empty() ? 0 : epochs.back().epoch;
-  }
-  bool saw_shared(const std::string& name) {
-    std::lock_guard guard(mutex);
-    return std::count(shared_changes.begin(), shared_changes.end(), name) > 0;
-  }
-};
 
 struct Node {
   MemberInfo info;
@@ -172,11 +113,6 @@ struct Node {
   std::unique_ptr<ZookeeperMembership> driver;
 };
 
-std::set<Uuid> ids_of(const EpochRecord& record) {
-  std::set<Uuid> ids;
-  for (const MemberInfo& node : record.nodes) ids.insert(node.id);
-  return ids;
-}
 
 bool increasing_by_one(const std::vector<uint64_t>& numbers) {
   for (size_t i = 1; i < numbers.size(); ++i) {

@@ -29,7 +29,6 @@ uint64_t blocks_in(uint64_t offset, uint64_t length) {
 }
 
 using local_store_internal::io_failure;
-using local_store_internal::on_reactor;
 }  // namespace
 
 LocalStore::LocalStore(std::vector<Reactor*> reactors, IoBackend& io, std::string data_dir)
@@ -431,20 +430,20 @@ Task<Result<LocalStore::Hold>> LocalStore::hold(Shard& shard, const ObjectId& id
 // ---- data operations -------------------------------------------------------------
 
 Task<Status> LocalStore::read(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
-  return on_reactor(owner(id), read_local(id, offset, out));
+  return run_on(owner(id), read_local(id, offset, out));
 }
 Task<Status> LocalStore::write(ObjectId id, uint64_t offset, std::span<const uint8_t> data,
                                WriteOptions options) {
-  return on_reactor(owner(id), write_local(id, offset, data, options));
+  return run_on(owner(id), write_local(id, offset, data, options));
 }
 Task<Status> LocalStore::zero(ObjectId id, uint64_t offset, uint64_t length, bool fua) {
-  return on_reactor(owner(id), zero_local(id, offset, length, fua, {}));
+  return run_on(owner(id), zero_local(id, offset, length, fua, {}));
 }
 Task<Status> LocalStore::zero_versioned(ObjectId id, uint64_t offset, uint64_t length, bool fua,
                                         ObjectVersion version) {
-  return on_reactor(owner(id), zero_local(id, offset, length, fua, version));
+  return run_on(owner(id), zero_local(id, offset, length, fua, version));
 }
-Task<Status> LocalStore::remove(ObjectId id) { return on_reactor(owner(id), remove_local(id)); }
+Task<Status> LocalStore::remove(ObjectId id) { return run_on(owner(id), remove_local(id)); }
 
 Task<Status> LocalStore::read_verified(Object& object, uint64_t first_block, std::span<uint8_t> out) {
   KELPIE_ASSERT(out.size() % kBlockSize == 0);
@@ -614,7 +613,7 @@ Task<Status> LocalStore::create_from(ObjectId dst, ObjectId src) {
 
 Task<Status> LocalStore::create_from_versioned(ObjectId dst, ObjectId src, ObjectVersion version) {
   KELPIE_ASSERT(dst.reactor_key() == src.reactor_key());  // same shard, local copy
-  return on_reactor(owner(src), create_from_local(dst, src, version));
+  return run_on(owner(src), create_from_local(dst, src, version));
 }
 
 Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src, ObjectVersion version) {
@@ -681,7 +680,7 @@ Task<Status> LocalStore::flush_shard(Shard& shard) {
 
 Task<Status> LocalStore::flush() {
   std::vector<Task<Status>> tasks;
-  for (auto& shard : shards_) tasks.push_back(on_reactor(*shard->reactor, flush_shard(*shard)));
+  for (auto& shard : shards_) tasks.push_back(run_on(*shard->reactor, flush_shard(*shard)));
   co_return co_await when_all(std::move(tasks));
 }
 

@@ -24,6 +24,7 @@
 #include "engine/local_store.h"
 #include "engine/range_lock.h"
 #include "engine/reactor.h"
+#include "engine/reactor_pool.h"
 #include "engine/sync.h"
 #include "engine/task.h"
 
@@ -73,16 +74,6 @@ namespace local_store_internal {
 inline Status io_failure(const Status& st, const ObjectId& id, const char* what) {
   KELPIE_LOG_ERROR("object {}: {} failed: {}", id.to_hex(), what, st.to_string());
   return st;
-}
-
-// Runs `work` on `owner` and comes back to the caller's reactor.
-template <typename T>
-Task<T> on_reactor(Reactor& owner, Task<T> work) {
-  Reactor* home = Reactor::current();
-  co_await switch_to(owner);
-  T result = co_await std::move(work);
-  co_await switch_to(*home);
-  co_return result;
 }
 
 }  // namespace local_store_internal

@@ -22,7 +22,6 @@ namespace kelpie {
 
 namespace {
 using local_store_internal::io_failure;
-using local_store_internal::on_reactor;
 }  // namespace
 
 // ---- versions, the object list cache and recovery --------------------------------
@@ -122,7 +121,7 @@ Task<Status> LocalStore::sync_or_fail(int fd, const ObjectId& id) {
 
 Task<Result<ObjectCopyInfo>> LocalStore::stat_object(ObjectId id) {
   Shard* shard = &shard_of(id);
-  return on_reactor(*shard->reactor, [](Shard* s, ObjectId oid) -> Task<Result<ObjectCopyInfo>> {
+  return run_on(*shard->reactor, [](Shard* s, ObjectId oid) -> Task<Result<ObjectCopyInfo>> {
     auto it = s->listed.find(oid);
     if (it == s->listed.end()) co_return Status::error(ENOENT, "object " + oid.to_hex() + " not found");
     co_return ObjectCopyInfo{it->second.version, it->second.object_size};
@@ -147,7 +146,7 @@ Task<Result<std::vector<StoredObject>>> LocalStore::list_all() {
 }
 
 Task<Result<FetchedObject>> LocalStore::fetch(ObjectId id) {
-  return on_reactor(owner(id), fetch_local(id));
+  return run_on(owner(id), fetch_local(id));
 }
 
 Task<Result<FetchedObject>> LocalStore::fetch_local(ObjectId id) {
@@ -167,7 +166,7 @@ Task<Result<FetchedObject>> LocalStore::fetch_local(ObjectId id) {
 }
 
 Task<Result<std::vector<uint32_t>>> LocalStore::bad_blocks(ObjectId id) {
-  return on_reactor(owner(id), bad_blocks_local(id));
+  return run_on(owner(id), bad_blocks_local(id));
 }
 
 Task<Result<std::vector<uint32_t>>> LocalStore::bad_blocks_local(ObjectId id) {
@@ -204,7 +203,7 @@ Task<Status> LocalStore::install(ObjectId id, ObjectVersion version, uint32_t ob
   if (data.size() != object_size) {
     co_return Status::error(EINVAL, "install: data is not one whole object");
   }
-  co_return co_await on_reactor(owner(id),
+  co_return co_await run_on(owner(id),
                                 install_local(id, version, object_size, data, only_if_newer));
 }
 

@@ -1,26 +1,23 @@
 // The zookeeper driver's epoch log (cluster/zookeeper_membership.h): reading
-// P/current and the compact records under P/epochs, appending an epoch (one
-// compare-and-append zoo_multi), and the kept history, whose older entries hold only
-// what changed and are rebuilt from a newer one when asked for.
+// P/current and the compact records under P/epochs (coded by zookeeper_records.cc),
+// appending an epoch (one compare-and-append zoo_multi), and the kept history, whose
+// older entries hold only what changed and are rebuilt from a newer one when asked for.
 #include <algorithm>
 #include <cinttypes>
 #include <cstdio>
-#include <nlohmann/json.hpp>
 
 #include "cluster/membership_codec.h"
 #include "cluster/zookeeper_client.h"
 #include "cluster/zookeeper_membership.h"
-#include "cluster/zookeeper_membership_internal.h"
-#include "common/admin_wire.h"
-#include "common/crc32c.h"
+#include "cluster/zookeeper_records.h"
 #include "common/log.h"
 
 namespace kelpie {
 namespace {
 
-using nlohmann::json;
 using std::chrono::milliseconds;
-using zookeeper_internal::parse_json;
+using zookeeper_records::Change;
+using zookeeper_records::nodes_crc;
 
 constexpr int kAppendAttempts = 50;
 
@@ -28,73 +25,6 @@ std::string epoch_name(uint64_t epoch) {
   char name[32];
   std::snprintf(name, sizeof(name), "%020" PRIu64, epoch);
   return name;
-}
-
-std::string session_hex(int64_t session) {
-  char text[32];
-  std::snprintf(text, sizeof(text), "0x%" PRIx64, static_cast<uint64_t>(session));
-  return text;
-}
-
-int64_t parse_session(const std::string& text) {
-  return static_cast<int64_t>(std::strtoull(text.c_str(), nullptr, 16));
-}
-
-uint32_t nodes_crc(const std::vector<MemberInfo>& nodes) {
-  std::vector<std::string> ids;
-  for (const MemberInfo& node : nodes) ids.push_back(uuid_to_string(node.id));
-  std::sort(ids.begin(), ids.end());
-  std::string all;
-  for (const std::string& id : ids) all += id;
-  return crc32c(all.data(), all.size());
-}
-
-bool same_member(const MemberInfo& a, const MemberInfo& b) {
-  return member_info_to_json(a) == member_info_to_json(b);
-}
-
-json header_json(const EpochRecord& record) {
-  json header = record_to_json(record);
-  header.erase("nodes");
-  return header;
-}
-
-// The header fields of a compact record (its nodes come from applying it).
-Result<EpochRecord> header_from_json(const json& object) {
-  json with_nodes = object;
-  with_nodes["nodes"] = json::array();
-  return record_from_json(with_nodes);
-}
-
-Result<std::vector<MemberInfo>> members_field(const json& object, const char* key) {
-  auto it = object.find(key);
-  if (it == object.end() || !it->is_array()) {
-    return Status::error(EBADMSG, std::string("field '") + key + "' must be an array");
-  }
-  std::vector<MemberInfo> out;
-  for (const json& item : *it) {
-    Result<MemberInfo> member = member_info_from_json(item);
-    if (!member) return member.status();
-    out.push_back(*member);
-  }
-  return out;
-}
-
-std::map<Uuid, int64_t> incarnations_from_json(const json& object) {
-  std::map<Uuid, int64_t> out;
-  auto it = object.find("incarnations");
-  if (it == object.end() || !it->is_object()) return out;
-  for (auto& [id, session] : it->items()) {
-    std::optional<Uuid> uuid = parse_uuid(id);
-    if (uuid && session.is_string()) out[*uuid] = parse_session(session.get<std::string>());
-  }
-  return out;
-}
-
-json incarnations_to_json(const std::map<Uuid, int64_t>& incarnations) {
-  json out = json::object();
-  for (const auto& [id, session] : incarnations) out[uuid_to_string(id)] = session_hex(session);
-  return out;
 }
 
 // The record without its nodes.
@@ -168,15 +98,14 @@ Result<std::optional<ZookeeperMembership::Current>> ZookeeperMembership::read_cu
     if (data.status().code() == ENOENT) return std::optional<Current>();
     return data.status();
   }
-  Result<json> parsed = parse_json(data->bytes, current_path_);
-  if (!parsed) return parsed.status();
-  Result<EpochRecord> record = record_from_json(*parsed);
-  if (!record) return Status::error(EBADMSG, current_path_ + ": " + record.status().message());
+  Result<zookeeper_records::Full> full = zookeeper_records::decode_full(data->bytes, current_path_);
+  if (!full) return full.status();
+  const EpochRecord* record = &full->record;
   if (static_cast<uint64_t>(data->stat.version) + 1 != record->epoch) {
     return Status::error(EBADMSG, current_path_ + " holds epoch " + std::to_string(record->epoch) +
                                       " at version " + std::to_string(data->stat.version));
   }
-  return std::optional<Current>(Current{*record, incarnations_from_json(*parsed)});
+  return std::optional<Current>(Current{std::move(full->record), std::move(full->incarnations)});
 }
 
 Status ZookeeperMembership::reload_current() {
@@ -208,34 +137,35 @@ Status ZookeeperMembership::refresh_epochs(uint64_t latest) {
     if (!base) return reload_current();
     Result<ZookeeperClient::Data> data = client_->get(epochs_dir_ + "/" + epoch_name(have + 1), false);
     if (!data) return data.status().code() == ENOENT ? reload_current() : data.status();
-    Result<json> delta = parse_json(data->bytes, "epoch record " + std::to_string(have + 1));
-    if (!delta) return delta.status();
-    Result<EpochRecord> header = header_from_json(*delta);
-    Result<std::vector<MemberInfo>> added = members_field(*delta, "added");
-    Result<std::vector<MemberInfo>> removed = members_field(*delta, "removed");
-    if (!header || !added || !removed || header->epoch != have + 1) return reload_current();
-    // One new record; the base is shared, not copied, and the incarnations change
-    // in place below.
-    auto next = std::make_shared<EpochRecord>(std::move(*header));
-    next->nodes.clear();
-    next->nodes.reserve(base->nodes.size() + added->size());
-    std::set<Uuid> gone;
-    for (const MemberInfo& node : *removed) gone.insert(node.id);
-    for (const MemberInfo& node : *added) gone.insert(node.id);
+    Result<Change> change =
+        zookeeper_records::decode_change(data->bytes, "epoch record " + std::to_string(have + 1));
+    if (!change) return change.status();
+    if (change->header.epoch != have + 1) return reload_current();
+    // One new record, merged from the shared base (sorted) and the added nodes:
+    // O(nodes) copies, no sort; the incarnations change in place below.
+    auto less = [](const MemberInfo& a, const MemberInfo& b) { return a.id < b.id; };
+    std::sort(change->added.begin(), change->added.end(), less);
+    std::vector<Uuid> gone;
+    gone.reserve(change->added.size() + change->removed.size());
+    for (const MemberInfo& node : change->removed) gone.push_back(node.id);
+    for (const MemberInfo& node : change->added) gone.push_back(node.id);
+    std::sort(gone.begin(), gone.end());
+    auto next = std::make_shared<EpochRecord>(std::move(change->header));
+    next->nodes.reserve(base->nodes.size() + change->added.size());
+    auto added = change->added.begin();
     for (const MemberInfo& node : base->nodes) {
-      if (!gone.count(node.id)) next->nodes.push_back(node);
+      while (added != change->added.end() && added->id < node.id) next->nodes.push_back(*added++);
+      if (!std::binary_search(gone.begin(), gone.end(), node.id)) next->nodes.push_back(node);
     }
-    for (const MemberInfo& node : *added) next->nodes.push_back(node);
-    std::map<Uuid, int64_t> fresh = incarnations_from_json(*delta);
-    sort_by_id(next->nodes);
-    if (nodes_crc(next->nodes) != delta->value("nodes_crc", uint32_t{0})) {
+    next->nodes.insert(next->nodes.end(), added, change->added.end());
+    if (nodes_crc(next->nodes) != change->nodes_crc) {
       KELPIE_LOG_WARN("membership: epoch {} does not apply to epoch {}; reloading", have + 1, have);
       return reload_current();
     }
     std::lock_guard guard(mutex_);
     if (!current_ || current_->epoch != have) continue;
-    for (const MemberInfo& node : *removed) incarnations_.erase(node.id);
-    for (const auto& [id, session] : fresh) incarnations_[id] = session;
+    for (const MemberInfo& node : change->removed) incarnations_.erase(node.id);
+    for (const auto& [id, session] : change->incarnations) incarnations_[id] = session;
     current_ = std::move(next);
     push_history_locked(current_);
   }
@@ -296,7 +226,19 @@ std::vector<EpochRecord> ZookeeperMembership::epoch_history() const {
 Result<std::optional<ZookeeperMembership::Current>> ZookeeperMembership::append_epoch(
     const EpochMaker& make) {
   for (int attempt = 0; attempt < kAppendAttempts; ++attempt) {
-    Result<std::optional<Current>> last = read_current_znode();
+    // The epoch this member has when it is the newest (P/current's version says so):
+    // no ~100 KB read of P/current per epoch at 1,000 nodes. Should it change before
+    // the multi below, the multi fails and this re-reads.
+    Result<std::optional<Current>> last = std::optional<Current>();
+    Result<uint64_t> newest = round_trip();
+    if (!newest) return newest.status();
+    {
+      std::lock_guard guard(mutex_);
+      if (current_ && current_->epoch == *newest) {
+        last = std::optional<Current>(Current{*current_, incarnations_});
+      }
+    }
+    if (!*last) last = read_current_znode();
     if (!last) return last.status();
     std::optional<Current> next = make(*last);
     if (!next) return std::optional<Current>();
@@ -306,49 +248,51 @@ Result<std::optional<ZookeeperMembership::Current>> ZookeeperMembership::append_
                                        std::chrono::system_clock::now().time_since_epoch())
                                        .count();
     sort_by_id(next->record.nodes);
-    for (auto it = next->incarnations.begin(); it != next->incarnations.end();) {
-      it = lists(next->record, it->first) ? std::next(it) : next->incarnations.erase(it);
-    }
+    std::vector<Uuid> listed;
+    listed.reserve(next->record.nodes.size());
+    for (const MemberInfo& node : next->record.nodes) listed.push_back(node.id);
+    std::erase_if(next->incarnations, [&](const auto& entry) {
+      return !std::binary_search(listed.begin(), listed.end(), entry.first);
+    });
     // The compact record: what changed against the last epoch.
-    json added = json::array(), removed = json::array(), incarnations = json::object();
+    Change change;
+    change.header = header_of(next->record);
+    change.nodes_crc = nodes_crc(next->record.nodes);
     std::map<Uuid, const MemberInfo*> before;
     if (*last) {
       for (const MemberInfo& node : (*last)->record.nodes) before[node.id] = &node;
     }
     for (const MemberInfo& node : next->record.nodes) {
       auto old = before.find(node.id);
-      int64_t session = next->incarnations.count(node.id) ? next->incarnations[node.id] : 0;
-      bool same = old != before.end() && same_member(*old->second, node) &&
-                  (*last)->incarnations.count(node.id) &&
-                  (*last)->incarnations.at(node.id) == session;
+      auto incarnation = next->incarnations.find(node.id);
+      int64_t session = incarnation == next->incarnations.end() ? 0 : incarnation->second;
+      auto last_incarnation = *last ? (*last)->incarnations.find(node.id)
+                                    : std::map<Uuid, int64_t>::const_iterator();
+      bool same = old != before.end() && identical(*old->second, node) &&
+                  last_incarnation != (*last)->incarnations.end() &&
+                  last_incarnation->second == session;
       if (same) {
         before.erase(old);
         continue;
       }
       if (old != before.end()) {
-        removed.push_back(member_info_to_json(*old->second));
+        change.removed.push_back(*old->second);
         before.erase(old);
       }
-      added.push_back(member_info_to_json(node));
-      incarnations[uuid_to_string(node.id)] = session_hex(session);
+      change.added.push_back(node);
+      change.incarnations[node.id] = session;
     }
-    for (const auto& [id, node] : before) removed.push_back(member_info_to_json(*node));
-    json delta = header_json(next->record);
-    delta["added"] = added;
-    delta["removed"] = removed;
-    delta["incarnations"] = incarnations;
-    delta["nodes_crc"] = nodes_crc(next->record.nodes);
-    json full = record_to_json(next->record);
-    full["incarnations"] = incarnations_to_json(next->incarnations);
+    for (const auto& [id, node] : before) change.removed.push_back(*node);
+    std::string full = zookeeper_records::encode_full(next->record, next->incarnations);
 
     std::vector<ZookeeperClient::Op> ops;
     ops.push_back({ZookeeperClient::Op::Kind::kCreate, epochs_dir_ + "/" + epoch_name(number),
-                   dump_json(delta), ZOO_PERSISTENT, -1});
+                   zookeeper_records::encode_change(change), ZOO_PERSISTENT, -1});
     if (*last) {
-      ops.push_back({ZookeeperClient::Op::Kind::kSet, current_path_, dump_json(full), 0,
+      ops.push_back({ZookeeperClient::Op::Kind::kSet, current_path_, full, 0,
                      static_cast<int>(number - 2)});
     } else {
-      ops.push_back({ZookeeperClient::Op::Kind::kCreate, current_path_, dump_json(full),
+      ops.push_back({ZookeeperClient::Op::Kind::kCreate, current_path_, full,
                      ZOO_PERSISTENT, -1});
     }
     Status appended = client_->multi(ops);
@@ -381,53 +325,36 @@ Result<std::optional<ZookeeperMembership::Current>> ZookeeperMembership::append_
 }
 
 void ZookeeperMembership::load_history() const {
-  std::optional<EpochRecord> oldest;
+  uint64_t oldest = 0;
   {
     std::lock_guard guard(mutex_);
     if (history_loaded_ || history_.empty()) return;
-    oldest = *history_record_locked(0);
+    oldest = history_.front().header.epoch;
   }
-  std::deque<EpochRecord> older;
-  EpochRecord record = *oldest;
-  Result<ZookeeperClient::Data> data = client_->get(epochs_dir_ + "/" + epoch_name(record.epoch), false);
-  while (data && record.epoch > 1 && older.size() + 1 < options_.epochs_kept) {
-    Result<json> delta = parse_json(data->bytes, "epoch record");
-    if (!delta) break;
-    Result<std::vector<MemberInfo>> added = members_field(*delta, "added");
-    Result<std::vector<MemberInfo>> removed = members_field(*delta, "removed");
-    if (!added || !removed) break;
-    data = client_->get(epochs_dir_ + "/" + epoch_name(record.epoch - 1), false);
+  // The change records from the oldest epoch held back: record e gives epoch e's
+  // delta against e - 1, and record e - 1 gives that epoch's header. No full records.
+  std::vector<Change> changes;  // changes[i] is epoch oldest - i's
+  for (uint64_t epoch = oldest; epoch >= 1 && changes.size() < options_.epochs_kept; --epoch) {
+    std::string what = "epoch record " + std::to_string(epoch);
+    Result<ZookeeperClient::Data> data = client_->get(epochs_dir_ + "/" + epoch_name(epoch), false);
     if (!data) break;
-    Result<json> previous = parse_json(data->bytes, "epoch record");
-    if (!previous) break;
-    Result<EpochRecord> header = header_from_json(*previous);
-    if (!header || header->epoch + 1 != record.epoch) break;
-    std::set<Uuid> new_ids;
-    for (const MemberInfo& node : *added) new_ids.insert(node.id);
-    for (const MemberInfo& node : record.nodes) {
-      if (!new_ids.count(node.id)) header->nodes.push_back(node);
-    }
-    for (const MemberInfo& node : *removed) header->nodes.push_back(node);
-    sort_by_id(header->nodes);
-    older.push_front(*header);
-    record = *header;
+    Result<Change> change = zookeeper_records::decode_change(data->bytes, what);
+    if (!change || change->header.epoch != epoch) break;
+    changes.push_back(std::move(*change));
   }
   std::lock_guard guard(mutex_);
   history_loaded_ = true;
-  if (history_.empty() || history_.front().header.epoch != oldest->epoch) return;
-  // Compact entries: each older one is rebuilt from the one after it.
-  EpochRecord after = std::move(*oldest);
-  while (!older.empty() && history_.size() < options_.epochs_kept) {
+  if (history_.empty() || history_.front().header.epoch != oldest) return;
+  for (size_t i = 0; i + 1 < changes.size() && history_.size() < options_.epochs_kept; ++i) {
     PastEpoch& front = history_.front();
-    front.added.clear();
-    front.removed.clear();
-    diff_nodes(older.back().nodes, after.nodes, front.added, front.removed);
-    front.has_delta = true;
+    if (!front.has_delta) {
+      front.added = std::move(changes[i].added);
+      front.removed = std::move(changes[i].removed);
+      front.has_delta = true;
+    }
     PastEpoch entry;
-    entry.header = header_of(older.back());
+    entry.header = std::move(changes[i + 1].header);
     history_.push_front(std::move(entry));
-    after = std::move(older.back());
-    older.pop_back();
   }
 }
 

@@ -25,19 +25,26 @@
 //                           "seen_epoch": N, "status": published status text}.
 //                           Its session id (the znode's ephemeralOwner) is the
 //                           member's incarnation.
-//   P/current               the latest epoch in full: EpochRecord JSON
-//                           (cluster/membership_codec.h) plus "incarnations"
-//                           {uuid: "0x<session>"}. Its znode version is epoch - 1.
-//   P/epochs/<%020u epoch>  compact epoch records: the record's header fields
-//                           (epoch, cluster, copies, min_copies, created_unix_ms,
-//                           reason), "added" and "removed" [MemberInfo], the added
-//                           nodes' "incarnations" and "nodes_crc" (crc32c of the
-//                           sorted uuids). Appending epoch e+1 is ONE zoo_multi:
+//   P/current               the latest epoch in full: a JSON header line (the
+//                           EpochRecord fields but its nodes, "format": 2), then one
+//                           text line per node with its session, the incarnation
+//                           (cluster/zookeeper_records.h: ~115 bytes a node). Its
+//                           znode version is epoch - 1.
+//   P/epochs/<%020u epoch>  compact epoch records: the header line plus "nodes_crc"
+//                           (crc32c of the sorted uuids), then a line per node added
+//                           ("+ ", with its session) and removed ("- ") against the
+//                           epoch before. Appending epoch e+1 is ONE zoo_multi:
 //                           create P/epochs/<e+1> and set P/current at version e-1.
 //                           ZNODEEXISTS/ZBADVERSION means another member appended
 //                           first: re-read and re-decide (compare-and-append).
+//                           The appender decides from the epoch it holds when
+//                           P/current's version shows it is the newest.
 //                           Up to epochs_kept records are kept; the appender deletes
 //                           the one that falls out (epoch_history() returns those).
+//                           A member applies each new epoch's record to the epoch it
+//                           holds; it reads P/current only when it holds none (a
+//                           joiner, or every member at format) or has fallen behind
+//                           the kept records.
 //   P/election/<uuid>-n-<seq>  EPHEMERAL_SEQUENTIAL: the member with the lowest
 //                           sequence number is the leader; each member watches only
 //                           its predecessor (no herd when the leader changes).

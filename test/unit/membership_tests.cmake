@@ -6,3 +6,4 @@ target_link_libraries(zookeeper_membership_test PRIVATE kelpie_cluster GTest::gt
 target_compile_definitions(zookeeper_membership_test PRIVATE KELPIE_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 add_test(NAME unit.zk_membership_test COMMAND zookeeper_membership_test)
 set_tests_properties(unit.zk_membership_test PROPERTIES TIMEOUT 300)
+kelpie_unit_test(zk_records_test kelpie_cluster)

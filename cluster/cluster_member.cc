@@ -7,9 +7,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <thread>
 
 #include "cluster/membership.h"
-#include "common/crc32c.h"
+#include "cluster/replica_resync.h"
 #include "common/log.h"
 
 namespace kelpie {
@@ -96,10 +97,14 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
   if (local_ != nullptr) {
     recovery_ = std::make_unique<Recovery>(*local_, *epochs_, *peers_, *driver_, reactors_, self_.id);
   }
+  if (local_ != nullptr) {
+    full_ratio_ = std::make_unique<FullRatio>(options_.data_dir, uuid_to_string(self_.id),
+                                              options_.full_ratio);
+  }
   service_ = std::make_unique<ReplicaService>(local_, recovery_.get(), *epochs_, self_.id, [this] {
     std::lock_guard lock(cluster_mutex_);
     return cluster_;
-  });
+  }, full_ratio_.get());
   replicated_ = std::make_unique<ReplicatedStore>(*epochs_, *peers_, *service_, reactors_);
   if (!options_.gateway) {
     server_ = std::make_unique<PeerServer>(self_.peer_address, *service_, reactors_);
@@ -158,10 +163,87 @@ void ClusterMember::on_epoch(const EpochRecord& record) {
     }
   }
   if (recovery_ && (*view)->self) recovery_->start(*view);
+  if (local_ != nullptr && (*view)->self && !local_->unclean_objects().empty() &&
+      !unclean_started_.exchange(true)) {
+    background_.fetch_add(1);
+    spawn(resync_unclean(local_->unclean_objects()));
+  }
+}
+
+namespace {
+constexpr int kUncleanResyncRounds = 8;
+}  // namespace
+
+Task<void> ClusterMember::resync_unclean(std::vector<ObjectId> ids) {
+  // Rule 4: these objects had writes in flight when this node stopped uncleanly; its
+  // copies of them may differ from the others' in ways versions do not show.
+  co_await switch_to(reactors_.at(0));
+  const size_t total = ids.size();
+  size_t resynced = 0;
+  size_t rewritten = 0;
+  size_t not_held = 0;
+  uint64_t seen_epoch = 0;
+  ReplicaResync resync(*peers_, *service_);
+  for (int round = 0; round < kUncleanResyncRounds && !ids.empty() && !stopping_.load(); ++round) {
+    if (round > 0) {
+      auto wait = std::chrono::milliseconds(2000) * (1 << std::min(round - 1, 4));
+      auto deadline = std::chrono::steady_clock::now() + std::min(wait, std::chrono::milliseconds(30000));
+      while (!stopping_.load() && std::chrono::steady_clock::now() < deadline) {
+        bool newer = co_await epochs_->wait_newer(
+            seen_epoch, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::milliseconds(200)));
+        if (newer) break;
+      }
+    }
+    auto serving = co_await epochs_->wait_serving(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+    std::shared_ptr<const EpochView> view = epochs_->current();
+    if (!serving || !view || !view->self) continue;
+    seen_epoch = view->epoch();
+    std::vector<ObjectId> left;
+    for (const ObjectId& id : ids) {
+      if (stopping_.load()) {
+        left.push_back(id);
+        continue;
+      }
+      if (!view->holds(id)) {
+        ++not_held;  // another node holds it now; recovery moved the newest copy there
+        continue;
+      }
+      // A named vector: GCC 12 miscompiles a braced list inside a co_await.
+      std::vector<NodeIndex> suspects(1, *view->self);
+      ResyncOutcome outcome = co_await resync.run(*view, id, true, std::move(suspects));
+      for (const ResyncIssue& issue : outcome.issues) rewritten += issue.repaired ? 1 : 0;
+      if (outcome.complete) {
+        ++resynced;
+      } else {
+        left.push_back(id);
+      }
+    }
+    ids = std::move(left);
+  }
+  if (ids.empty()) {
+    KELPIE_LOG_INFO("unclean stop: {} objects had writes in flight; {} resynced cluster-wide ({} "
+                    "copies rewritten), {} no longer held here",
+                    total, resynced, rewritten, not_held);
+  } else {
+    std::string why = stopping_.load() ? std::string("stopping")
+                                       : "after " + std::to_string(kUncleanResyncRounds) + " rounds";
+    std::string first = ids.front().to_hex();
+    KELPIE_LOG_ERROR("unclean stop: {} objects had writes in flight; {} resynced cluster-wide ({} "
+                     "copies rewritten), {} no longer held here, {} not resynced ({}; first: {}); "
+                     "run `kelpie cluster check --repair`",
+                     total, resynced, rewritten, not_held, ids.size(), why, first);
+  }
+  background_.fetch_sub(1);
 }
 
 void ClusterMember::close(bool leave) {
   if (!driver_) return;
+  stopping_.store(true);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (background_.load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (replicated_) replicated_->stop();
   if (recovery_) recovery_->stop();
   if (leave && !options_.gateway) {
     driver_->leave();
@@ -208,19 +290,6 @@ std::string ClusterMember::directory_stamp() const {
 
 // ---- cluster check --------------------------------------------------------------
 
-namespace {
-
-struct Copy {
-  NodeIndex node;
-  Status status;
-  ObjectVersion version;
-  uint32_t object_size = 0;
-  uint32_t crc = 0;
-  Buffer data;
-};
-
-}  // namespace
-
 Result<CheckResult> ClusterMember::check(const std::set<VdiId>& vdis, bool repair) {
   std::shared_ptr<const EpochView> view = epochs_->latest();
   if (!view) return Status::error(EAGAIN, "this node has no epoch yet");
@@ -257,75 +326,18 @@ Result<CheckResult> ClusterMember::check(const std::set<VdiId>& vdis, bool repai
     std::sort(ids.begin(), ids.end(), [](const ObjectId& a, const ObjectId& b) {
       return a.to_hex() < b.to_hex();
     });
+    ReplicaResync resync(*self->peers_, *self->service_);
     for (const ObjectId& id : ids) {
       ++result.objects;
-      ReplicaSet set = view->replicas(id);
-      std::vector<Copy> copies;
-      for (NodeIndex node : set) {
-        PeerRequest request;
-        request.op = PeerOp::kFetchObject;
-        request.epoch = view->epoch();
-        request.id = id;
-        request.flags = kPeerFlagRecovery;
-        Copy copy{node, Status::ok(), {}, 0, 0, {}};
-        auto reply = co_await send(node, request);
-        ++result.copies;
-        if (!reply) {
-          copy.status = reply.status();
-        } else if (reply->status != 0) {
-          copy.status = Status::error(reply->status == kEpochMismatch ? EAGAIN : reply->status,
-                                      reply->message);
-        } else {
-          copy.version = reply->version;
-          copy.object_size = reply->object_size;
-          copy.crc = crc32c(reply->data.data(), reply->data.size());
-          copy.data = std::move(reply->data);
-        }
-        copies.push_back(std::move(copy));
-      }
-      // The newest good copy; among copies of that version, the most common content.
-      const Copy* best = nullptr;
-      for (const Copy& c : copies) {
-        if (!c.status) continue;
-        if (!best || c.version > best->version) best = &c;
-      }
-      if (!best) {
+      ResyncOutcome outcome = co_await resync.run(*view, id, repair, std::vector<NodeIndex>());
+      result.copies += outcome.copies;
+      if (!outcome.readable) {
         result.issues.push_back({id, "", "no readable copy", false});
         continue;
       }
-      for (const Copy& c : copies) {
-        std::string problem;
-        if (!c.status) {
-          problem = c.status.code() == ENOENT ? "missing copy"
-                    : c.status.code() == EIO  ? "bad checksum"
-                                              : "unreachable (" + c.status.message() + ")";
-        } else if (c.version < best->version) {
-          problem = "stale version";
-        } else if (c.crc != best->crc) {
-          problem = "differs";
-        }
-        if (problem.empty()) continue;
-        ReplicaCheck issue{id, uuid_to_string(view->member(c.node).id), problem, false};
-        bool fixable = c.status || c.status.code() == ENOENT || c.status.code() == EIO;
-        if (repair && fixable) {
-          PeerRequest write;
-          write.op = PeerOp::kWrite;
-          write.epoch = view->epoch();
-          write.id = id;
-          write.offset = 0;
-          write.length = best->data.size();
-          write.object_size = best->object_size;
-          write.flags = kPeerFlagCreate | kPeerFlagFua;
-          write.version = best->version;
-          write.data = std::span<const uint8_t>(best->data.data(), best->data.size());
-          auto reply = co_await send(c.node, write);
-          issue.repaired = reply && reply->status == 0;
-          if (!issue.repaired) {
-            KELPIE_LOG_ERROR("repair of {} on {} failed: {}", id.to_hex(), issue.node,
-                             reply ? reply->message : reply.status().to_string());
-          }
-        }
-        result.issues.push_back(std::move(issue));
+      for (const ResyncIssue& issue : outcome.issues) {
+        result.issues.push_back(
+            {id, uuid_to_string(view->member(issue.node).id), issue.problem, issue.repaired});
       }
     }
     co_return result;

@@ -13,8 +13,16 @@
 //  - close(leave): stops recovery, leaves the cluster (a new epoch) when `leave`,
 //    else only stops the heartbeat (whole-cluster shutdown), then stops the server.
 //  - check() compares every replica of every object (or of the given VDI ids) by
-//    version and content and, with repair, rewrites bad copies from the newest good
-//    one. Control-plane: call from a non-reactor thread.
+//    version and content and, with repair, rewrites bad copies from one chosen copy
+//    (cluster/replica_resync.h). Control-plane: call from a non-reactor thread.
+//  - Rule 4 after an unclean stop: the objects named in this node's dirty logs
+//    (LocalStore::unclean_objects()) are resynced cluster-wide from one chosen copy
+//    (this node's copy is the suspect) once the node serves in an epoch: in the
+//    background, those of them this node holds in that epoch, each up to 8 rounds
+//    (a round waits for the next epoch or 2 s, doubling to 30 s), with one log line
+//    giving the counts when it ends.
+//  - A storage node refuses new objects above `full_ratio` of its data filesystem
+//    (cluster/full_ratio.h), with ENOSPC naming the node.
 #pragma once
 
 #include <atomic>
@@ -25,6 +33,7 @@
 #include <vector>
 
 #include "cluster/epoch_state.h"
+#include "cluster/full_ratio.h"
 #include "cluster/membership.h"
 #include "cluster/peer_transport.h"
 #include "cluster/recovery.h"
@@ -45,6 +54,7 @@ struct ClusterMemberOptions {
   std::string zone;
   std::string vnodes = "auto";  // "auto" or a number
   bool gateway = false;
+  double full_ratio = FullRatio::kDefault;  // kelpied --full-ratio (1: off)
 };
 
 struct ReplicaCheck {
@@ -92,6 +102,7 @@ class ClusterMember {
 
  private:
   void on_epoch(const EpochRecord& record);
+  Task<void> resync_unclean(std::vector<ObjectId> ids);
 
   ClusterMemberOptions options_;
   Superblock& superblock_;
@@ -109,6 +120,10 @@ class ClusterMember {
   std::unique_ptr<ReplicaService> service_;
   std::unique_ptr<PeerServer> server_;
   std::unique_ptr<ReplicatedStore> replicated_;
+  std::unique_ptr<FullRatio> full_ratio_;
+  std::atomic<bool> unclean_started_{false};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> background_{0};
   std::mutex cluster_mutex_;
   Uuid cluster_{};
 };

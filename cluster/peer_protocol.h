@@ -55,6 +55,10 @@ constexpr uint32_t kPeerFlagCreate = 2;
 // kRead/kFetchObject for a recovery source: serve even an unverified copy (the
 // caller compares versions itself).
 constexpr uint32_t kPeerFlagRecovery = 4;
+// kWrite of a whole object (with kPeerFlagCreate) by a resync (rule 4, cluster/
+// replica_resync.h): install it durably at `version` unless the copy held is newer
+// (then EAGAIN and nothing changes); exempt from the full ratio.
+constexpr uint32_t kPeerFlagResync = 8;
 
 struct PeerHello {
   uint16_t protocol_version = kPeerProtocolVersion;

@@ -7,12 +7,14 @@
 namespace kelpie {
 
 ReplicaService::ReplicaService(LocalStore* store, Recovery* recovery, EpochState& epochs,
-                               Uuid self, std::function<Uuid()> cluster_id)
+                               Uuid self, std::function<Uuid()> cluster_id,
+                               const FullRatio* full_ratio)
     : store_(store),
       recovery_(recovery),
       epochs_(epochs),
       self_(self),
-      cluster_id_(std::move(cluster_id)) {}
+      cluster_id_(std::move(cluster_id)),
+      full_ratio_(full_ratio) {}
 
 Status ReplicaService::accept_hello(const PeerHello& hello) {
   if (hello.protocol_version != kPeerProtocolVersion) {
@@ -115,6 +117,20 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         reply.status = kEpochMismatch;
         break;
       }
+      if ((request.flags & kPeerFlagResync) != 0) {
+        finish(co_await store_->install_unless_newer(request.id, request.version,
+                                                     request.object_size, request.data));
+        break;
+      }
+      FullRatio::Reservation space;
+      if ((request.flags & kPeerFlagCreate) != 0 && full_ratio_ != nullptr) {
+        auto reserved = full_ratio_->reserve(uint64_t{request.object_size} + kDataOffset);
+        if (!reserved) {
+          finish(reserved.status());
+          break;
+        }
+        space = std::move(*reserved);
+      }
       WriteOptions options;
       options.fua = (request.flags & kPeerFlagFua) != 0;
       options.create = (request.flags & kPeerFlagCreate) != 0;
@@ -139,6 +155,16 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       if (!ready) {
         finish(ready);
         break;
+      }
+      FullRatio::Reservation space;
+      if (full_ratio_ != nullptr) {
+        auto source = co_await store_->stat_object(request.src);
+        auto reserved = full_ratio_->reserve((source ? source->object_size : kMaxObjectSize) + kDataOffset);
+        if (!reserved) {
+          finish(reserved.status());
+          break;
+        }
+        space = std::move(*reserved);
       }
       if (recovery_ != nullptr) recovery_->forget(request.id, epoch);
       finish(co_await store_->create_from_versioned(request.id, request.src, request.version));

@@ -10,11 +10,17 @@
 //    (ESTALE). A gateway-only node has no store and refuses data requests (EINVAL).
 //  - kAdmin is refused (ENOTSUP): admin requests between nodes use the admin
 //    protocol for now (docs/protocol.md).
+//  - Full ratio (rule 4): a request that makes an object (kWrite with kPeerFlagCreate,
+//    kCreateFrom) is refused with ENOSPC before anything is allocated when this node's
+//    data filesystem is above its full ratio (cluster/full_ratio.h). A kWrite with
+//    kPeerFlagResync is a resync: installed whole and durable at its version unless the
+//    copy held is newer (EAGAIN), never refused for space.
 #pragma once
 
 #include <functional>
 
 #include "cluster/epoch_state.h"
+#include "cluster/full_ratio.h"
 #include "cluster/peer_transport.h"
 #include "cluster/recovery.h"
 #include "engine/local_store.h"
@@ -24,8 +30,9 @@ namespace kelpie {
 class ReplicaService final : public PeerHandler {
  public:
   // store and recovery are null on a gateway-only node.
+  // full_ratio: null for no check.
   ReplicaService(LocalStore* store, Recovery* recovery, EpochState& epochs, Uuid self,
-                 std::function<Uuid()> cluster_id);
+                 std::function<Uuid()> cluster_id, const FullRatio* full_ratio = nullptr);
 
   Status accept_hello(const PeerHello& hello) override;
   Task<PeerReply> handle(const PeerRequest& request) override;
@@ -40,6 +47,7 @@ class ReplicaService final : public PeerHandler {
   EpochState& epochs_;
   Uuid self_;
   std::function<Uuid()> cluster_id_;
+  const FullRatio* full_ratio_;
 };
 
 }  // namespace kelpie

@@ -1,5 +1,7 @@
 #include "cluster/replicated_store.h"
 
+#include "cluster/replicated_store_internal.h"
+
 #include <cerrno>
 #include <optional>
 #include <unordered_set>
@@ -16,22 +18,18 @@ constexpr const char* kNoView =
     "this node has no usable epoch: it has not joined a formatted cluster, or it lost "
     "touch with the cluster (membership lease lapsed)";
 
-// Per owner reactor: the range locks of objects with updates in flight.
-struct ReplicatedStore::Shard {
-  struct Entry {
-    RangeLock lock;
-    uint32_t users = 0;
-  };
-  std::unordered_map<ObjectId, std::unique_ptr<Entry>, ObjectIdHash> objects;
-};
-
 ReplicatedStore::ReplicatedStore(EpochState& epochs, PeerClient& peers, ReplicaService& local,
                                  const ReactorPool& reactors, ReplicationOptions options)
-    : epochs_(epochs), peers_(peers), local_(local), reactors_(reactors), options_(options) {
+    : epochs_(epochs),
+      peers_(peers),
+      local_(local),
+      reactors_(reactors),
+      options_(options),
+      resync_(peers, local) {
   for (size_t i = 0; i < reactors.size(); ++i) shards_.push_back(std::make_unique<Shard>());
 }
 
-ReplicatedStore::~ReplicatedStore() = default;
+ReplicatedStore::~ReplicatedStore() { stop(); }
 
 Task<std::shared_ptr<const EpochView>> ReplicatedStore::current_view(
     std::chrono::steady_clock::time_point deadline) {
@@ -73,11 +71,22 @@ const char* op_name(PeerOp op) {
 }  // namespace
 
 Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
+  Outcome outcome = co_await replicate_detailed(std::move(request), all_nodes);
+  co_return outcome.status;
+}
+
+Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest request,
+                                                                    bool all_nodes) {
   const auto deadline = Clock::now() + options_.retry_deadline;
   Status last = Status::error(EIO, "no replica answered");
+  Outcome result;
+  auto fail = [&result](Status status) {
+    result.status = std::move(status);
+    return std::move(result);
+  };
   for (;;) {
     std::shared_ptr<const EpochView> view = co_await current_view(deadline);
-    if (!view) co_return Status::error(EIO, kNoView);
+    if (!view) co_return fail(Status::error(EIO, kNoView));
     std::vector<NodeIndex> targets;
     if (all_nodes) {
       for (NodeIndex i = 0; i < view->members.size(); ++i) targets.push_back(i);
@@ -89,10 +98,12 @@ Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
         KELPIE_LOG_ERROR("{} of object {} refused: epoch {} has {} of {} copies, below min-copies {}",
                          op_name(request.op), request.id.to_hex(), view->epoch(), targets.size(),
                          view->record.copies, min_copies);
-        co_return Status::error(EIO, "too few replicas (below min-copies)");
+        co_return fail(Status::error(EIO, "too few replicas (below min-copies)"));
       }
     }
     request.epoch = view->epoch();
+    result.sent = true;
+    result.failed.clear();
     std::vector<std::optional<Result<PeerReply>>> replies(targets.size());
     std::vector<Task<Status>> tasks;
     tasks.reserve(targets.size());
@@ -109,12 +120,14 @@ Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
     bool wait_epoch = false;
     bool retry_soon = false;
     bool all_ok = true;
+    Status refusal;
     for (size_t i = 0; i < replies.size(); ++i) {
       const MemberInfo& member = view->member(targets[i]);
       const Result<PeerReply>& outcome = *replies[i];
       if (!outcome) {
         all_ok = false;
         wait_epoch = true;
+        result.failed.push_back(member.id);
         last = Status::error(EIO, "node " + uuid_to_string(member.id) + ": " +
                                       outcome.status().to_string());
         continue;
@@ -135,23 +148,33 @@ Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
         KELPIE_LOG_ERROR("{} of object {} fenced by node {}: a newer attach owns this VDI ({})",
                          op_name(request.op), request.id.to_hex(), uuid_to_string(member.id),
                          reply.message);
-        co_return Status::error(EIO, "write fenced by a newer attach");
+        // Not ours to settle: the object belongs to the newer attach now.
+        result.sent = false;
+        co_return fail(Status::error(EIO, "write fenced by a newer attach"));
       }
-      if (reply.status == ENOSPC) co_return Status::error(ENOSPC, reply.message);
       if (reply.status == kNotReady) {
         retry_soon = true;
         continue;
       }
-      KELPIE_LOG_ERROR("{} of object {} failed on node {}: {} ({})", op_name(request.op),
-                       request.id.to_hex(), uuid_to_string(member.id), reply.message,
-                       reply.status);
-      co_return Status::error(reply.status, reply.message);
+      // A replica refused or failed: no point retrying. ENOSPC wins, so that the
+      // client is told the cluster is full.
+      result.failed.push_back(member.id);
+      if (reply.status == ENOSPC) {
+        KELPIE_LOG_ERROR("{} of object {} refused by node {}: {}", op_name(request.op),
+                         request.id.to_hex(), uuid_to_string(member.id), reply.message);
+      } else {
+        KELPIE_LOG_ERROR("{} of object {} failed on node {}: {} ({})", op_name(request.op),
+                         request.id.to_hex(), uuid_to_string(member.id), reply.message,
+                         reply.status);
+      }
+      if (refusal.is_ok() || reply.status == ENOSPC) refusal = Status::error(reply.status, reply.message);
     }
-    if (all_ok || (!wait_epoch && !retry_soon)) co_return Status::ok();
+    if (!refusal.is_ok()) co_return fail(refusal);
+    if (all_ok || (!wait_epoch && !retry_soon)) co_return fail(Status::ok());
     if (Clock::now() >= deadline) {
       KELPIE_LOG_ERROR("{} of object {} gave up after {} ms: {}", op_name(request.op),
                        request.id.to_hex(), options_.retry_deadline.count(), last.to_string());
-      co_return Status::error(EIO, last.message());
+      co_return fail(Status::error(EIO, last.message()));
     }
     if (wait_epoch) {
       // The replica set changes with the next epoch; a node that merely paused may
@@ -170,17 +193,28 @@ Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first
   Reactor& owner = reactors_.owner(request.id);
   co_await switch_to(owner);
   Shard& shard = *shards_[owner.index()];
-  auto& slot = shard.objects[request.id];
-  if (!slot) slot = std::make_unique<Shard::Entry>();
-  Shard::Entry* entry = slot.get();
-  entry->users++;
+  Entry* entry = enter(shard, request.id);
+  const bool create = request.op == PeerOp::kCreateFrom ||
+                      (request.op == PeerOp::kWrite && (request.flags & kPeerFlagCreate) != 0);
+  const bool settles = request.op != PeerOp::kRemove;
   Status status;
   {
-    RangeLock::Guard guard = co_await entry->lock.lock(first_block, last_block, true);
+    RangeLock::Guard guard = co_await lock_for_update(*entry, first_block, last_block);
     request.version = ObjectVersion{generation_.load(), sequence_.fetch_add(1) + 1};
-    status = co_await replicate(request, false);
+    Outcome outcome = co_await replicate_detailed(request, false);
+    status = outcome.status;
+    if (!status && outcome.sent && settles) {
+      // Rule 4: settle the object before the error goes back, under its lock.
+      co_await settle(shard, *entry, request.id, create, std::move(outcome.failed), std::move(guard));
+    } else {
+      if (status && create && shard.unsynced.erase(request.id) > 0) {
+        unsynced_count_.fetch_sub(1);  // every replica now holds the new object
+      }
+      guard.release();
+      unlock_update(*entry);
+    }
   }
-  if (--entry->users == 0) shard.objects.erase(request.id);
+  leave(shard, request.id, entry);
   co_await switch_to(*home);
   co_return status;
 }
@@ -245,12 +279,7 @@ Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8
   for (;;) {
     std::shared_ptr<const EpochView> view = co_await current_view(deadline);
     if (!view) co_return Status::error(EIO, kNoView);
-    ReplicaSet set = view->replicas(id);
-    std::vector<NodeIndex> order;
-    if (view->self && set.contains(*view->self)) order.push_back(*view->self);
-    for (NodeIndex node : set) {
-      if (!view->self || node != *view->self) order.push_back(node);
-    }
+    std::vector<NodeIndex> order = co_await read_order(*view, id);
     PeerRequest request;
     request.op = PeerOp::kRead;
     request.epoch = view->epoch();

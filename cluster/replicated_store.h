@@ -17,7 +17,29 @@
 //  - Reads go to the local replica when there is one, else the primary, then the
 //    others; a replica answering EIO (bad checksum) is skipped for the next one.
 //  - flush() syncs every storage node of the epoch (one request each, in parallel).
-//  - ENOSPC from any replica is returned as ENOSPC.
+//  - ENOSPC from any replica is returned as ENOSPC, with a log line naming the node
+//    (a replica above its full ratio refuses creates before allocating anything).
+//  - Rule 4, no silent divergence: a write, zero or copy-on-write that failed after
+//    some replica was asked (any failure but a refusal before sending, such as below
+//    min-copies or no epoch) is settled before its error is returned, still holding
+//    the object's lock; new updates of that object wait meanwhile:
+//      * a failed create (kWrite with create, kCreateFrom) is undone: the object is
+//        removed from every replica (nothing references it yet: rule 5, the map entry
+//        is written only after its target is on every replica);
+//      * a failed write or zero is resynced from one chosen copy (replica_resync.h;
+//        the nodes whose write failed are the suspects: on a tie they lose).
+//    If that can not finish (a replica unreachable or failing), the object is
+//    remembered on its owner reactor and settled again in the background: at every
+//    new epoch and after a backoff (1 s doubling to 30 s), at most
+//    `resync_attempts` times, each attempt logged; then it is given up with an error
+//    line asking for `kelpie cluster check --repair`. A later create of the object
+//    that every replica applied forgets it. Meanwhile a read of it goes to one fixed
+//    copy, so repeated reads agree: the copy the last resync chose, else the replicas
+//    whose write did not fail in replica-set order, the suspects last. (Only this
+//    gateway knows: another node reading the object before it is settled may see
+//    any copy; a takeover attach resyncs the whole VDI.)
+//  - stop() (non-reactor thread, bounded) ends the background work; call before the
+//    reactors stop.
 #pragma once
 
 #include <atomic>
@@ -28,6 +50,7 @@
 
 #include "cluster/epoch_state.h"
 #include "cluster/peer_transport.h"
+#include "cluster/replica_resync.h"
 #include "cluster/replica_service.h"
 #include "engine/object_store.h"
 #include "engine/range_lock.h"
@@ -37,6 +60,7 @@ namespace kelpie {
 
 struct ReplicationOptions {
   std::chrono::milliseconds retry_deadline{30000};
+  unsigned resync_attempts = 12;  // background attempts per remembered object
 };
 
 class ReplicatedStore final : public ObjectStore {
@@ -59,9 +83,20 @@ class ReplicatedStore final : public ObjectStore {
   Task<Status> flush() override;
   Task<Result<std::vector<ObjectId>>> list_objects(VdiId owner) override;
 
+  void stop();
+  // Objects whose replicas may differ and which wait for a background resync.
+  uint64_t unsynced_objects() const { return unsynced_count_.load(); }
+
  private:
   struct Shard;
-  class Ordered;
+  struct Entry;
+  struct Unsynced;
+  // What replicate() did: whether any replica was asked, and which failed.
+  struct Outcome {
+    Status status;
+    bool sent = false;
+    std::vector<Uuid> failed;
+  };
 
   // This reactor's epoch view, waiting for the first one until `deadline` (null then).
   Task<std::shared_ptr<const EpochView>> current_view(std::chrono::steady_clock::time_point deadline);
@@ -69,6 +104,24 @@ class ReplicatedStore final : public ObjectStore {
   // Sends `request` to every replica of `id` (or every storage node when all_nodes)
   // until all have applied it in one epoch.
   Task<Status> replicate(PeerRequest request, bool all_nodes);
+  Task<Outcome> replicate_detailed(PeerRequest request, bool all_nodes);
+
+  // Rule 4 (replicated_store_resync.cc), all on the object's owner reactor.
+  Entry* enter(Shard& shard, const ObjectId& id);
+  void leave(Shard& shard, const ObjectId& id, Entry* entry);
+  Task<RangeLock::Guard> lock_for_update(Entry& entry, uint64_t first_block, uint64_t last_block);
+  void unlock_update(Entry& entry);
+  // After a failed update that holds `guard` (counted in entry.active): settles the
+  // object once every other update holding a range of it finished (new ones wait),
+  // then releases the guard. If a settle is already waiting, joins that one instead.
+  Task<void> settle(Shard& shard, Entry& entry, ObjectId id, bool undo_create,
+                    std::vector<Uuid> suspects, RangeLock::Guard guard);
+  // One attempt (the caller has entry.settling and no update runs): true when done.
+  Task<bool> settle_once(Shard& shard, ObjectId id);
+  // Starts the shard's retry loop unless it runs.
+  void remember(Shard& shard);
+  Task<void> retry_loop(Shard* shard);
+  Task<std::vector<NodeIndex>> read_order(const EpochView& view, const ObjectId& id);
   Task<Result<PeerReply>> send(const EpochView& view, NodeIndex node, const PeerRequest& request,
                                std::span<uint8_t> read_into);
 
@@ -80,6 +133,10 @@ class ReplicatedStore final : public ObjectStore {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<uint64_t> generation_{1};
   std::atomic<uint64_t> sequence_{0};
+  ReplicaResync resync_;
+  std::atomic<uint64_t> unsynced_count_{0};
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> background_{0};
 };
 
 }  // namespace kelpie

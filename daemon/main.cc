@@ -26,7 +26,8 @@ constexpr char kUsage[] =
     "               [--admin-listen HOST:PORT] [--threads N] [--log-level LEVEL]\n"
     "               [--log-file FILE] [--pid-file FILE]\n"
     "               [--cluster local:STATE_DIR|zookeeper:HOST:PORT[,...]/PATH[?session_timeout_ms=N]\n"
-    "                [--listen HOST:PORT|unix:PATH] [--zone ZONE] [--vnodes N|auto] [--gateway]]\n";
+    "                [--listen HOST:PORT|unix:PATH] [--zone ZONE] [--vnodes N|auto] [--gateway]\n"
+    "                [--full-ratio R]]\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "kelpied: %s\n%s", message.c_str(), kUsage);
@@ -42,6 +43,7 @@ struct Flags {
 
 Flags parse_flags(int argc, char** argv) {
   Flags flags;
+  bool full_ratio_set = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -93,6 +95,15 @@ Flags parse_flags(int argc, char** argv) {
       flags.node.zone = value;
     } else if (arg == "--vnodes") {
       flags.node.vnodes = value;
+    } else if (arg == "--full-ratio") {
+      // New objects are refused above this share of the data filesystem (rule 4).
+      char* end = nullptr;
+      double ratio = std::strtod(value.c_str(), &end);
+      if (*end != '\0' || !(ratio > 0.0 && ratio <= 1.0)) {
+        usage_error("--full-ratio must be a number in (0, 1] (1 turns the check off)");
+      }
+      flags.node.full_ratio = ratio;
+      full_ratio_set = true;
     } else {
       usage_error("unknown option " + arg);
     }
@@ -102,6 +113,9 @@ Flags parse_flags(int argc, char** argv) {
   if (flags.node.cluster.empty() &&
       (!flags.node.listen.empty() || !flags.node.zone.empty() || flags.node.vnodes != "auto")) {
     usage_error("--listen, --zone and --vnodes need --cluster");
+  }
+  if (full_ratio_set && (flags.node.cluster.empty() || flags.node.gateway)) {
+    usage_error("--full-ratio is for storage nodes of a cluster (--cluster without --gateway)");
   }
   return flags;
 }

@@ -262,6 +262,7 @@ Status Node::open_cluster() {
   options.zone = options_.zone;
   options.vnodes = options_.vnodes;
   options.gateway = options_.gateway;
+  options.full_ratio = options_.full_ratio;
   cluster_ = std::make_unique<ClusterMember>(options, superblock_, *pool_, store_.get());
   Status st = cluster_->open([this] {
     // `kelpie cluster shutdown`: stop like SIGTERM, without leaving (no new epoch).

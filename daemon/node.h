@@ -38,6 +38,9 @@ struct NodeOptions {
   std::string zone;
   std::string vnodes = "auto";
   bool gateway = false;
+  // A storage node refuses new objects (ENOSPC) above this share of its data
+  // filesystem (DESIGN.md rule 4); 1 turns it off.
+  double full_ratio = 0.95;
 };
 
 class Node final : public NodeControl {

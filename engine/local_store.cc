@@ -104,6 +104,7 @@ Status LocalStore::open() {
   }(this, std::move(records)));
   if (!status.is_ok()) return status;
   for (const std::string& name : logs) ::unlink((data_dir_ + "/" + name).c_str());
+  unclean_objects_.assign(seen.begin(), seen.end());
 
   // The object list cache: built after the replay, which may recreate objects.
   Status listed = build_list_cache(objects_dir);

@@ -111,6 +111,16 @@ class LocalStore final : public ObjectStore {
   // held is already at or above `version` (recovery must never roll a copy back).
   Task<Status> install(ObjectId id, ObjectVersion version, uint32_t object_size,
                        std::span<const uint8_t> data, bool only_if_newer = false);
+  // install() for a resync (rule 4): replaces the copy unless it holds a version
+  // above `version` (a later write landed after the resync read the copies), which
+  // fails with EAGAIN and changes nothing. Checked under the object's exclusive lock.
+  Task<Status> install_unless_newer(ObjectId id, ObjectVersion version, uint32_t object_size,
+                                    std::span<const uint8_t> data);
+
+  // The objects named in the dirty logs that open() replayed (an unclean stop left
+  // them with writes in flight), for the cluster layer to resync; empty after a clean
+  // stop. Set once by open().
+  const std::vector<ObjectId>& unclean_objects() const { return unclean_objects_; }
 
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }
@@ -166,8 +176,11 @@ class LocalStore final : public ObjectStore {
   Task<Status> create_from_local(ObjectId dst, ObjectId src, ObjectVersion version);
   Task<Result<FetchedObject>> fetch_local(ObjectId id);
   Task<Result<std::vector<uint32_t>>> bad_blocks_local(ObjectId id);
+  enum class InstallIf { kAlways, kNewer, kNotOlder };
+  Task<Status> install_checked(ObjectId id, ObjectVersion version, uint32_t object_size,
+                               std::span<const uint8_t> data, InstallIf condition);
   Task<Status> install_local(ObjectId id, ObjectVersion version, uint32_t object_size,
-                             std::span<const uint8_t> data, bool only_if_newer);
+                             std::span<const uint8_t> data, InstallIf condition);
   Task<Status> install_into(Shard& shard, Object& object, ObjectVersion version,
                             uint32_t object_size, std::span<const uint8_t> data);
   // Versions: the list-cache entry, the fence check, and storing a new version.
@@ -188,6 +201,7 @@ class LocalStore final : public ObjectStore {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<uint64_t> object_count_{0};
   std::atomic<bool> failed_{false};
+  std::vector<ObjectId> unclean_objects_;
 };
 
 }  // namespace kelpie

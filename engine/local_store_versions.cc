@@ -197,18 +197,28 @@ Task<Result<std::vector<uint32_t>>> LocalStore::bad_blocks_local(ObjectId id) {
 
 Task<Status> LocalStore::install(ObjectId id, ObjectVersion version, uint32_t object_size,
                                  std::span<const uint8_t> data, bool only_if_newer) {
+  return install_checked(id, version, object_size, data,
+                         only_if_newer ? InstallIf::kNewer : InstallIf::kAlways);
+}
+
+Task<Status> LocalStore::install_unless_newer(ObjectId id, ObjectVersion version,
+                                              uint32_t object_size, std::span<const uint8_t> data) {
+  return install_checked(id, version, object_size, data, InstallIf::kNotOlder);
+}
+
+Task<Status> LocalStore::install_checked(ObjectId id, ObjectVersion version, uint32_t object_size,
+                                         std::span<const uint8_t> data, InstallIf condition) {
   if (object_size == 0 || object_size % kBlockSize != 0 || object_size > kMaxObjectSize) {
     co_return Status::error(EINVAL, "install: bad object size " + std::to_string(object_size));
   }
   if (data.size() != object_size) {
     co_return Status::error(EINVAL, "install: data is not one whole object");
   }
-  co_return co_await run_on(owner(id),
-                                install_local(id, version, object_size, data, only_if_newer));
+  co_return co_await run_on(owner(id), install_local(id, version, object_size, data, condition));
 }
 
 Task<Status> LocalStore::install_local(ObjectId id, ObjectVersion version, uint32_t object_size,
-                                       std::span<const uint8_t> data, bool only_if_newer) {
+                                       std::span<const uint8_t> data, InstallIf condition) {
   Shard& shard = shard_of(id);
   // Exclusive over the whole object: no client write interleaves with the install.
   auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, true);
@@ -219,9 +229,12 @@ Task<Status> LocalStore::install_local(ObjectId id, ObjectVersion version, uint3
     co_return co_await install_into(shard, created->object(), version, object_size, data);
   }
   if (!held) co_return held.status();
-  if (only_if_newer) {
-    auto it = shard.listed.find(id);
-    if (it != shard.listed.end() && it->second.version >= version) co_return Status::ok();
+  auto it = shard.listed.find(id);
+  if (it != shard.listed.end()) {
+    if (condition == InstallIf::kNewer && it->second.version >= version) co_return Status::ok();
+    if (condition == InstallIf::kNotOlder && it->second.version > version) {
+      co_return Status::error(EAGAIN, "object " + id.to_hex() + " holds a newer version");
+    }
   }
   co_return co_await install_into(shard, held->object(), version, object_size, data);
 }

@@ -1,0 +1,52 @@
+#include "cluster/full_ratio.h"
+
+#include <sys/statvfs.h>
+
+#include <cerrno>
+#include <cstdio>
+
+#include "common/log.h"
+
+namespace kelpie {
+
+namespace {
+
+std::string percent(double fraction) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.1f%%", fraction * 100);
+  return text;
+}
+
+}  // namespace
+
+FullRatio::FullRatio(std::string data_dir, std::string node_name, double ratio)
+    : data_dir_(std::move(data_dir)), node_name_(std::move(node_name)), ratio_(ratio) {}
+
+Result<FullRatio::Reservation> FullRatio::reserve(uint64_t bytes) const {
+  if (ratio_ >= 1.0) return Reservation();
+  struct statvfs fs {};
+  if (::statvfs(data_dir_.c_str(), &fs) != 0 || fs.f_blocks == 0) {
+    return Status::error(errno == 0 ? EIO : errno, "statvfs " + data_dir_);
+  }
+  const double total = double(fs.f_blocks) * double(fs.f_frsize);
+  const double available = double(fs.f_bavail) * double(fs.f_frsize);
+  uint64_t pending = pending_bytes_.fetch_add(bytes) + bytes;
+  double used = (total - available + double(pending)) / total;
+  if (used <= ratio_) {
+    if (refusing_.exchange(false)) {
+      KELPIE_LOG_INFO("node {}: data filesystem below the full ratio {} again; new objects admitted",
+                      node_name_, percent(ratio_));
+    }
+    return Reservation(this, bytes);
+  }
+  pending_bytes_.fetch_sub(bytes);
+  std::string message = "node " + node_name_ + " is full: data filesystem " +
+                        percent((total - available) / total) + " used, a new object would take it above " +
+                        "the full ratio " + percent(ratio_);
+  if (!refusing_.exchange(true)) {
+    KELPIE_LOG_ERROR("{}; new objects are refused (ENOSPC), overwrites go on", message);
+  }
+  return Status::error(ENOSPC, message);
+}
+
+}  // namespace kelpie

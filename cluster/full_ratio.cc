@@ -30,6 +30,15 @@ Result<FullRatio::Reservation> FullRatio::reserve(uint64_t bytes) const {
   }
   const double total = double(fs.f_blocks) * double(fs.f_frsize);
   const double available = double(fs.f_bavail) * double(fs.f_frsize);
+  if ((total - available + double(bytes)) / total > ratio_) {
+    std::string message = "node " + node_name_ + " is full: data filesystem " +
+                          percent((total - available) / total) +
+                          " used, a new object would take it above the full ratio " + percent(ratio_);
+    if (!refusing_.exchange(true)) {
+      KELPIE_LOG_ERROR("{}; new objects are refused (ENOSPC), overwrites go on", message);
+    }
+    return Status::error(ENOSPC, message);
+  }
   uint64_t pending = pending_bytes_.fetch_add(bytes) + bytes;
   double used = (total - available + double(pending)) / total;
   if (used <= ratio_) {
@@ -39,14 +48,9 @@ Result<FullRatio::Reservation> FullRatio::reserve(uint64_t bytes) const {
     }
     return Reservation(this, bytes);
   }
+  // It fits alone but not with the creates in flight: ask again once they are done.
   pending_bytes_.fetch_sub(bytes);
-  std::string message = "node " + node_name_ + " is full: data filesystem " +
-                        percent((total - available) / total) + " used, a new object would take it above " +
-                        "the full ratio " + percent(ratio_);
-  if (!refusing_.exchange(true)) {
-    KELPIE_LOG_ERROR("{}; new objects are refused (ENOSPC), overwrites go on", message);
-  }
-  return Status::error(ENOSPC, message);
+  return Status::error(EAGAIN, "creates in flight fill the space below the full ratio");
 }
 
 }  // namespace kelpie

@@ -8,8 +8,10 @@
 //    reserve(), plus the bytes of the creates admitted and still running.
 //  - reserve(bytes) admits a create of `bytes` if usage with it stays at or below the
 //    ratio, and holds those bytes until the returned Reservation is destroyed (after
-//    the create allocated them, so the next statvfs sees them). Above the ratio it
-//    fails with ENOSPC whose message names this node and its usage. Any thread.
+//    the create allocated them, so the next statvfs sees them). If the object would
+//    take the filesystem above the ratio by itself: ENOSPC whose message names this
+//    node and its usage. If it fits only without the creates in flight: EAGAIN (the
+//    caller waits for them and asks again). Any thread.
 //  - Objects are preallocated at create, so overwrites of existing objects never need
 //    space and are never refused; only requests that make an object (kWrite with
 //    kPeerFlagCreate, kCreateFrom) reserve. Resync and recovery installs do not: they

@@ -50,6 +50,20 @@ void fail(PeerReply& reply, const Status& status) {
 }
 }  // namespace
 
+Task<Result<FullRatio::Reservation>> ReplicaService::reserve_space(uint64_t bytes) {
+  // Creates in flight may hold the room this one needs: wait for them (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    auto reserved = full_ratio_->reserve(bytes);
+    if (reserved || reserved.status().code() != EAGAIN) co_return reserved;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      co_return Status::error(ENOSPC, "node " + uuid_to_string(self_) +
+                                          " is full: " + reserved.status().message());
+    }
+    co_await sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
 Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint8_t> read_into) {
   PeerReply reply;
   const std::shared_ptr<const EpochView>& view = epochs_.current();
@@ -124,7 +138,7 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       }
       FullRatio::Reservation space;
       if ((request.flags & kPeerFlagCreate) != 0 && full_ratio_ != nullptr) {
-        auto reserved = full_ratio_->reserve(uint64_t{request.object_size} + kDataOffset);
+        auto reserved = co_await reserve_space(uint64_t{request.object_size} + kDataOffset);
         if (!reserved) {
           finish(reserved.status());
           break;
@@ -159,7 +173,7 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       FullRatio::Reservation space;
       if (full_ratio_ != nullptr) {
         auto source = co_await store_->stat_object(request.src);
-        auto reserved = full_ratio_->reserve((source ? source->object_size : kMaxObjectSize) + kDataOffset);
+        auto reserved = co_await reserve_space((source ? source->object_size : kMaxObjectSize) + kDataOffset);
         if (!reserved) {
           finish(reserved.status());
           break;

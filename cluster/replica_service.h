@@ -12,7 +12,8 @@
 //    protocol for now (docs/protocol.md).
 //  - Full ratio (rule 4): a request that makes an object (kWrite with kPeerFlagCreate,
 //    kCreateFrom) is refused with ENOSPC before anything is allocated when this node's
-//    data filesystem is above its full ratio (cluster/full_ratio.h). A kWrite with
+//    data filesystem would pass its full ratio (cluster/full_ratio.h; while creates in
+//    flight hold the room, it waits for them, up to 5 s). A kWrite with
 //    kPeerFlagResync is a resync: installed whole and durable at its version unless the
 //    copy held is newer (EAGAIN), never refused for space.
 #pragma once
@@ -41,6 +42,7 @@ class ReplicaService final : public PeerHandler {
 
  private:
   Task<PeerReply> serve(const PeerRequest& request, std::span<uint8_t> read_into);
+  Task<Result<FullRatio::Reservation>> reserve_space(uint64_t bytes);
 
   LocalStore* store_;
   Recovery* recovery_;

@@ -68,6 +68,14 @@ const char* op_name(PeerOp op) {
   }
 }
 
+bool makes_object(const PeerRequest& request) {
+  return request.op == PeerOp::kCreateFrom ||
+         (request.op == PeerOp::kWrite && (request.flags & kPeerFlagCreate) != 0);
+}
+
+// How long the gateway refuses creates on a node that refused one for space.
+constexpr std::chrono::milliseconds kFullMemory{2000};
+
 }  // namespace
 
 Task<Status> ReplicatedStore::replicate(PeerRequest request, bool all_nodes) {
@@ -99,6 +107,21 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
                          op_name(request.op), request.id.to_hex(), view->epoch(), targets.size(),
                          view->record.copies, min_copies);
         co_return fail(Status::error(EIO, "too few replicas (below min-copies)"));
+      }
+    }
+    if (!all_nodes && makes_object(request)) {
+      // A node that refused a create for space a moment ago: refuse before sending.
+      Shard& shard = *shards_[Reactor::current()->index()];
+      auto now = Clock::now();
+      for (NodeIndex node : targets) {
+        auto full = shard.full_until.find(view->member(node).id);
+        if (full == shard.full_until.end()) continue;
+        if (full->second <= now) {
+          shard.full_until.erase(full);
+          continue;
+        }
+        co_return fail(Status::error(ENOSPC, "node " + uuid_to_string(view->member(node).id) +
+                                                 " is full (it refused a create for space)"));
       }
     }
     request.epoch = view->epoch();
@@ -162,6 +185,9 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
       if (reply.status == ENOSPC) {
         KELPIE_LOG_ERROR("{} of object {} refused by node {}: {}", op_name(request.op),
                          request.id.to_hex(), uuid_to_string(member.id), reply.message);
+        if (makes_object(request)) {
+          shards_[Reactor::current()->index()]->full_until[member.id] = Clock::now() + kFullMemory;
+        }
       } else {
         KELPIE_LOG_ERROR("{} of object {} failed on node {}: {} ({})", op_name(request.op),
                          request.id.to_hex(), uuid_to_string(member.id), reply.message,
@@ -194,8 +220,7 @@ Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first
   co_await switch_to(owner);
   Shard& shard = *shards_[owner.index()];
   Entry* entry = enter(shard, request.id);
-  const bool create = request.op == PeerOp::kCreateFrom ||
-                      (request.op == PeerOp::kWrite && (request.flags & kPeerFlagCreate) != 0);
+  const bool create = makes_object(request);
   const bool settles = request.op != PeerOp::kRemove;
   Status status;
   {

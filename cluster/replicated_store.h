@@ -19,6 +19,9 @@
 //  - flush() syncs every storage node of the epoch (one request each, in parallel).
 //  - ENOSPC from any replica is returned as ENOSPC, with a log line naming the node
 //    (a replica above its full ratio refuses creates before allocating anything).
+//    For 2 s after a node refused a create for space, this gateway refuses creates
+//    whose replica set holds that node with ENOSPC before sending anything (each
+//    owner reactor remembers the refusals it saw).
 //  - Rule 4, no silent divergence: a write, zero or copy-on-write that failed after
 //    some replica was asked (any failure but a refusal before sending, such as below
 //    min-copies or no epoch) is settled before its error is returned, still holding

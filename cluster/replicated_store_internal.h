@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <map>
 #include <memory>
 #include <optional>
 #include <unordered_map>
@@ -40,6 +41,9 @@ struct ReplicatedStore::Shard {
   std::unordered_map<ObjectId, std::unique_ptr<Entry>, ObjectIdHash> objects;
   std::unordered_map<ObjectId, Unsynced, ObjectIdHash> unsynced;
   bool retrying = false;  // retry_loop runs
+  // Nodes that refused a create for space (ENOSPC), until when creates whose replica
+  // set holds them are refused here before anything is sent.
+  std::map<Uuid, std::chrono::steady_clock::time_point> full_until;
 };
 
 inline void pulse(Event& event) {

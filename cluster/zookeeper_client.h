@@ -4,7 +4,8 @@
 // Contract:
 //  - open() makes a new session (closing any old handle) and waits, bounded, until it
 //    is connected: ETIMEDOUT "zookeeper HOSTS: no connection within N ms", EINVAL when
-//    the host list does not resolve.
+//    the host list does not resolve. The host names are resolved again at most once a
+//    minute while connected (and on every reconnection), not on every request.
 //  - Every call is synchronous and thread-safe (the handle is shared; open/close take
 //    it exclusively). Errors are Status values: ZNONODE -> ENOENT, ZNODEEXISTS ->
 //    EEXIST, ZBADVERSION -> ESTALE, ZNOTEMPTY -> ENOTEMPTY, connection loss, timeouts

@@ -34,6 +34,15 @@ namespace {
 milliseconds tick_for(milliseconds timeout) {
   return std::clamp(timeout / 6, milliseconds(100), milliseconds(1000));
 }
+
+// How long the leader waits after it first misses a node before it appends "failed",
+// so that nodes dying together make one epoch. Sessions of nodes that died at once
+// expire over about one tick (their last round trips) plus one of ZooKeeper's
+// expiry intervals (its tickTime, 2 s by default); the wait adds at most this much
+// to failure detection (2.5 s at the default 10 s session timeout).
+milliseconds settle_for(milliseconds timeout) {
+  return std::clamp(timeout / 3, milliseconds(1000), milliseconds(2500));
+}
 }  // namespace
 
 void ZookeeperMembership::run() {
@@ -43,7 +52,11 @@ void ZookeeperMembership::run() {
         tick_for(negotiated.count() > 0 ? negotiated : options_.session_timeout);
     {
       std::unique_lock lock(signal_mutex_);
-      signal_.wait_for(lock, tick_time, [this] { return kick_ || stopping_; });
+      auto wake = Clock::now() + tick_time;
+      if (failure_noticed_) {
+        wake = std::min(wake, *failure_noticed_ + settle_for(negotiated) + milliseconds(1));
+      }
+      signal_.wait_until(lock, wake, [this] { return kick_ || stopping_; });
       kick_ = false;
     }
     if (stopping_) break;
@@ -212,7 +225,11 @@ void ZookeeperMembership::tick() {
     std::lock_guard guard(mutex_);
     lead_now = leader_ && phase_ == Phase::kRunning && deliver_ && current_ && !marker_present_;
   }
-  if (lead_now) lead();
+  if (lead_now) {
+    lead();
+  } else {
+    failure_noticed_.reset();
+  }
 
   // Events, in epoch order, then the lease.
   Events events;
@@ -303,6 +320,22 @@ void ZookeeperMembership::lead() {
   }
   json beat = {{"id", uuid_to_string(me.info.id)}, {"beat", ++beat_}, {"serving", serving}};
   (void)client_->set(leader_path_, dump_json(beat), -1);
+  // A node of the epoch without a member znode: wait a moment for the others that
+  // died with it (settle_for), then append them all in one epoch.
+  bool missing = std::any_of(current->nodes.begin(), current->nodes.end(), [&](const MemberInfo& node) {
+    return members.count(uuid_to_string(node.id)) == 0;
+  });
+  if (!missing) {
+    failure_noticed_.reset();
+  } else if (!failure_noticed_) {
+    failure_noticed_ = Clock::now();
+    KELPIE_LOG_INFO("membership {}: a node of epoch {} is gone; appending in {} ms", options_.root,
+                    current->epoch, settle_for(client_->negotiated_timeout()).count());
+  }
+  if (failure_noticed_ &&
+      Clock::now() < *failure_noticed_ + settle_for(client_->negotiated_timeout())) {
+    return;
+  }
   if (!swept) {
     // Records left behind by an appender that died before deleting them.
     Result<std::vector<std::string>> names = client_->children(epochs_dir_, false);
@@ -347,7 +380,11 @@ void ZookeeperMembership::lead() {
     next.record.reason = joined(reasons);
     return next;
   });
-  if (!made) KELPIE_LOG_WARN("membership: leader: {}", made.status().to_string());
+  if (!made) {
+    KELPIE_LOG_WARN("membership: leader: {}", made.status().to_string());
+    return;
+  }
+  failure_noticed_.reset();
 }
 
 // After a full stop: the same nodes once every one of them is back and waiting.

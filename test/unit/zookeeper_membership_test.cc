@@ -355,6 +355,36 @@ TEST_F(ZookeeperMembershipTest, KilledMemberFailsAfterItsSessionTimeoutAndComesB
   EXPECT_EQ(a.recorder->epoch_numbers(), (std::vector<uint64_t>{1, 2, 3}));
 }
 
+// Nodes that die together make one "failed" epoch: their sessions expire over a tick
+// and one of ZooKeeper's expiry intervals, and the leader waits that long (settle).
+TEST_F(ZookeeperMembershipTest, NodesKilledTogetherFailInOneEpoch) {
+  Node& a = start(make_member(0));
+  Node& b = start(make_member(1));  // a or b leads: they joined first
+  std::vector<MemberInfo> children;
+  std::vector<pid_t> pids;
+  for (int i = 0; i < 3; ++i) {
+    children.push_back(make_member(10 + i));
+    pids.push_back(spawn(children.back(), report_path("together-" + std::to_string(i))));
+  }
+  ASSERT_TRUE(wait_until([&] { return a.driver->live_members().size() == 5; }));
+  ASSERT_TRUE(a.driver->format(3, 2));
+  expect_all_at(1);
+  for (pid_t pid : pids) ASSERT_EQ(::kill(pid, SIGKILL), 0);
+  auto killed_at = Clock::now();
+  ASSERT_TRUE(wait_until([&] { return b.driver->current_epoch()->nodes.size() == 2; }, 15000ms));
+  long detected_ms = elapsed_ms(killed_at);
+  EpochRecord epoch = *b.driver->current_epoch();
+  std::printf("3 nodes killed at once: epoch %llu (%s) %ld ms after the kill (session timeout "
+              "%lld ms)\n", static_cast<unsigned long long>(epoch.epoch), epoch.reason.c_str(),
+              detected_ms, static_cast<long long>(a.driver->negotiated_timeout().count()));
+  EXPECT_EQ(epoch.epoch, 2u) << "one epoch for the three failures";
+  for (const MemberInfo& child : children) {
+    EXPECT_NE(epoch.reason.find("failed " + uuid_to_string(child.id)), std::string::npos);
+  }
+  EXPECT_LT(detected_ms, a.driver->negotiated_timeout().count() * 3);
+  expect_all_at(2);
+}
+
 TEST_F(ZookeeperMembershipTest, RestartBeforeExpiryIsJoinedAgainAtOnce) {
   Node& a = start(make_member(0));
   start(make_member(1));

@@ -395,6 +395,44 @@ TEST_F(LocalStoreTest, InstallReplacesAnyCopyDurablyAndSurvivesRestart) {
   EXPECT_EQ(version(id), (ObjectVersion{8, 1}));
 }
 
+// Rule 4's resync install: never over a copy a later write made newer.
+TEST_F(LocalStoreTest, InstallUnlessNewerRefusesANewerCopyAndReplacesTheRest) {
+  ObjectId id = ObjectId::data(25, 25, 0);
+  auto resync = [&](ObjectVersion v, const std::vector<uint8_t>& data) {
+    return r0().block_on(store_->install_unless_newer(id, v, static_cast<uint32_t>(data.size()), data));
+  };
+  ASSERT_TRUE(write_v(id, 0, pattern(kObjectSize, 1), {4, 7}, true).is_ok());
+  // Newer copy held: EAGAIN, nothing changes.
+  EXPECT_EQ(resync({4, 6}, pattern(kObjectSize, 2)).code(), EAGAIN);
+  EXPECT_EQ(version(id), (ObjectVersion{4, 7}));
+  EXPECT_EQ(*read(id, 0, kObjectSize), pattern(kObjectSize, 1));
+  // The same version with other content (a torn copy): replaced.
+  ASSERT_TRUE(resync({4, 7}, pattern(kObjectSize, 3)).is_ok());
+  EXPECT_EQ(*read(id, 0, kObjectSize), pattern(kObjectSize, 3));
+  // An older copy: replaced; a missing one: made.
+  ASSERT_TRUE(resync({4, 9}, pattern(kObjectSize, 4)).is_ok());
+  EXPECT_EQ(version(id), (ObjectVersion{4, 9}));
+  ObjectId missing = ObjectId::data(25, 25, 1);
+  ASSERT_TRUE(r0().block_on(store_->install_unless_newer(missing, {4, 9}, kObjectSize,
+                                                         pattern(kObjectSize, 5))).is_ok());
+  EXPECT_EQ(*read(missing, 0, kObjectSize), pattern(kObjectSize, 5));
+}
+
+TEST_F(LocalStoreTest, UncleanObjectsNameTheLoggedObjectsOnlyAfterAnUncleanStop) {
+  ObjectId logged = ObjectId::data(26, 26, 0);
+  ObjectId synced = ObjectId::data(26, 26, 1);
+  ASSERT_TRUE(write(synced, 0, pattern(4096, 1), true).is_ok());
+  ASSERT_TRUE(r0().block_on(store_->flush()).is_ok());
+  ASSERT_TRUE(write(logged, 0, pattern(4096, 2), true).is_ok());
+  EXPECT_TRUE(store_->unclean_objects().empty());
+  stop(false);
+  start();
+  EXPECT_EQ(store_->unclean_objects(), std::vector<ObjectId>{logged});
+  stop(true);
+  start();
+  EXPECT_TRUE(store_->unclean_objects().empty());
+}
+
 TEST_F(LocalStoreTest, InstallNeverInterleavesWithWrites) {
   ObjectId id = ObjectId::data(25, 25, 0);
   ASSERT_TRUE(write(id, 0, pattern(1, 0), true).is_ok());

@@ -56,14 +56,15 @@ void print_member_table(const std::vector<MemberSummary>& members) {
 }
 
 void print_recovery_table(const std::vector<RecoverySummary>& recoveries) {
-  std::vector<std::vector<std::string>> rows = {{"NODE", "EPOCH", "STATE", "DONE", "RATE"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"NODE", "EPOCH", "STATE", "DONE", "UNAVAILABLE", "RATE"}};
   for (const RecoverySummary& recovery : recoveries) {
     char rate[32];
     std::snprintf(rate, sizeof(rate), "%.1f MiB/s", recovery.rate_mib_s);
     rows.push_back({short_node_id(recovery.node), std::to_string(recovery.epoch),
                     or_dash(recovery.state),
                     std::to_string(recovery.done) + "/" + std::to_string(recovery.to_recover),
-                    rate});
+                    std::to_string(recovery.unavailable), rate});
   }
   print_table(rows);
 }

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -55,6 +56,11 @@ constexpr uint32_t kPeerFlagCreate = 2;
 // kRead/kFetchObject for a recovery source: serve even an unverified copy (the
 // caller compares versions itself).
 constexpr uint32_t kPeerFlagRecovery = 4;
+// kListObjects: "also tell me which epochs you recovered". The reply then carries the
+// same flag and 16 more bytes after the list (docs/protocol.md). A node that does not
+// know the flag ignores it and answers the plain list, which a caller reads as
+// "recovered through no epoch"; a caller that does not set it gets the plain list.
+constexpr uint32_t kPeerFlagRecoveredThrough = 16;
 // kWrite of a whole object (with kPeerFlagCreate) by a resync (rule 4, cluster/
 // replica_resync.h): install it durably at `version` unless the copy held is newer
 // (then EAGAIN and nothing changes); exempt from the full ratio.
@@ -89,7 +95,7 @@ struct ListedObject {
 
 // One reply. For kRead/kFetchObject/kAdmin `data` holds the bytes (a pooled
 // Buffer; empty when a kRead was received straight into the caller's span); for
-// kListObjects `objects`; on error `message` may explain.
+// kListObjects `objects` (and recovered_through); on error `message` may explain.
 struct PeerReply {
   int32_t status = 0;
   uint64_t epoch = 0;
@@ -97,6 +103,12 @@ struct PeerReply {
   uint32_t object_size = 0;
   Buffer data;
   std::vector<ListedObject> objects;
+  // kListObjects asked with kPeerFlagRecoveredThrough: the last epoch whose recovery
+  // the node completed, and bit i of recovered_earlier: it completed epoch
+  // recovered_through-1-i too (cluster/recovery_authority.h, RecoveredEpochs). Read
+  // before it listed `objects`.
+  std::optional<uint64_t> recovered_through;
+  uint64_t recovered_earlier = 0;
   std::string message;
 };
 

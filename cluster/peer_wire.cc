@@ -183,6 +183,9 @@ PeerFrame encode_reply(PeerOp op, uint64_t request_id, const PeerReply& reply) {
   header.request_id = request_id;
   header.epoch = reply.epoch;
   header.status = reply.status;
+  if (op == PeerOp::kListObjects && reply.status == 0 && reply.recovered_through) {
+    header.flags = kPeerFlagRecoveredThrough;  // the list has a 16-byte trailer
+  }
   PeerFrameBuilder b(frame, header);
   if (reply.status != 0) {
     size_t n = std::min(reply.message.size(), kMaxMessageBytes);
@@ -211,10 +214,11 @@ PeerFrame encode_reply(PeerOp op, uint64_t request_id, const PeerReply& reply) {
       b.u32(0);
       break;
     case PeerOp::kListObjects: {
-      KELPIE_ASSERT(reply.objects.size() <= (kMaxPeerPayload - 4) / kListedObjectSize);
+      KELPIE_ASSERT(reply.objects.size() <= (kMaxPeerPayload - 20) / kListedObjectSize);
       b.u32(static_cast<uint32_t>(reply.objects.size()));
-      if (!reply.objects.empty()) {
-        Buffer list = Buffer::get(reply.objects.size() * kListedObjectSize);
+      const size_t trailer = reply.recovered_through ? 16 : 0;
+      if (!reply.objects.empty() || trailer > 0) {
+        Buffer list = Buffer::get(reply.objects.size() * kListedObjectSize + trailer);
         uint8_t* p = list.data();
         for (const ListedObject& o : reply.objects) {
           o.id.encode(p);
@@ -222,6 +226,10 @@ PeerFrame encode_reply(PeerOp op, uint64_t request_id, const PeerReply& reply) {
           put_be64(p + 24, o.version.sequence);
           put_be32(p + 32, o.object_size);
           p += kListedObjectSize;
+        }
+        if (reply.recovered_through) {
+          put_be64(p, *reply.recovered_through);
+          put_be64(p + 8, reply.recovered_earlier);
         }
         b.extra(std::move(list));
       }
@@ -402,7 +410,16 @@ Result<PeerReply> decode_reply(const PeerFrameHeader& header, std::span<const ui
       return reply;
     case PeerOp::kListObjects: {
       uint64_t count = f.u32();
-      if (count * kListedObjectSize != tail.size()) return malformed("object list of the wrong size");
+      const bool has_trailer = (header.flags & kPeerFlagRecoveredThrough) != 0;
+      const size_t trailer = has_trailer ? 16 : 0;
+      if (count * kListedObjectSize + trailer != tail.size()) {
+        return malformed("object list of the wrong size");
+      }
+      if (has_trailer) {
+        const uint8_t* p = tail.data() + count * kListedObjectSize;
+        reply.recovered_through = get_be64(p);
+        reply.recovered_earlier = get_be64(p + 8);
+      }
       reply.objects.reserve(count);
       for (size_t i = 0; i < count; ++i) {
         const uint8_t* p = tail.data() + i * kListedObjectSize;

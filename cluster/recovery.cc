@@ -3,15 +3,45 @@
 #include <algorithm>
 #include <cerrno>
 #include <deque>
+#include <fstream>
 
 #include <nlohmann/json.hpp>
 
 #include "common/log.h"
+#include "engine/offload.h"
+#include "engine/superblock.h"
 #include "engine/sync.h"
 
 namespace kelpie {
 
 using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// In the data directory: "<through> <earlier>" in decimal (RecoveredEpochs).
+constexpr const char* kRecoveredThroughFile = "RECOVERED_THROUGH";
+// Listing retries after which a history that still lacks the epoch is given up on.
+constexpr int kHistoryAttempts = 100;
+
+RecoveredEpochs load_recovered(const std::string& data_dir) {
+  std::ifstream in(data_dir + "/" + kRecoveredThroughFile);
+  uint64_t through = 0;
+  uint64_t earlier = 0;
+  if (in >> through >> earlier) return RecoveredEpochs(through, earlier);
+  // None yet, or unreadable: claim nothing, and say so (a node that forgot what it
+  // completed must not look as if it had completed nothing).
+  return through == 0 ? RecoveredEpochs() : RecoveredEpochs::unreported();
+}
+
+}  // namespace
+
+struct Recovery::Seen {
+  ListedObject best;
+  std::vector<NodeIndex> holders;  // nodes holding `best.version`
+  std::vector<Uuid> listed;        // every node that listed a copy
+  bool mine = false;
+  ObjectVersion my_version;
+};
 
 struct Recovery::Run {
   std::shared_ptr<const EpochView> view;
@@ -19,6 +49,12 @@ struct Recovery::Run {
   std::string state = "listing";
   std::unordered_map<ObjectId, Pending, ObjectIdHash> pending;
   std::deque<ObjectId> queue;
+  struct Unavailable {
+    std::string why;  // describe_unavailable()
+    bool logged = false;
+  };
+  std::unordered_map<ObjectId, Unavailable, ObjectIdHash> unavailable;
+  int history_failures = 0;
   uint64_t to_recover = 0;
   uint64_t done = 0;
   uint64_t bytes = 0;
@@ -37,7 +73,19 @@ Recovery::Recovery(LocalStore& store, EpochState& epochs, PeerClient& peers,
       driver_(driver),
       reactors_(reactors),
       self_(self),
-      options_(options) {}
+      options_(options),
+      recovered_(load_recovered(store.data_dir())) {
+  // Objects but no record: written by a version that kept none. Its cleanups may
+  // have run; it must not look as if it had completed nothing.
+  if (recovered_.reported && recovered_.through == 0 && store.object_count() > 0) {
+    recovered_ = RecoveredEpochs::unreported();
+  }
+}
+
+RecoveredEpochs Recovery::recovered() const {
+  std::lock_guard lock(recovered_mutex_);
+  return recovered_;
+}
 
 Recovery::~Recovery() { stop(); }
 
@@ -79,6 +127,7 @@ Recovery::Progress Recovery::progress() const {
   p.state = run_->state;
   p.to_recover = run_->to_recover;
   p.done = run_->done;
+  p.unavailable = run_->unavailable.size();
   double seconds = std::chrono::duration<double>(Clock::now() - run_->started).count();
   if (seconds > 0) p.rate_mib_s = double(run_->bytes) / (1 << 20) / seconds;
   return p;
@@ -92,9 +141,11 @@ void Recovery::publish(const Run& run) {
     status["state"] = run.state;
     status["to_recover"] = run.to_recover;
     status["done"] = run.done;
+    status["unavailable"] = run.unavailable.size();
     double seconds = std::chrono::duration<double>(Clock::now() - run.started).count();
     status["rate_mib_s"] = seconds > 0 ? double(run.bytes) / (1 << 20) / seconds : 0.0;
   }
+  status["recovered_through"] = recovered().through;
   status["objects"] = store_.object_count();
   status["used_bytes"] = used_bytes_.load();
   driver_.publish_status(status.dump());
@@ -121,7 +172,9 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   }
   {
     std::lock_guard lock(mutex_);
-    run->state = run->queue.empty() ? "done" : "recovering";
+    run->state = !run->queue.empty()         ? "recovering"
+                 : !run->unavailable.empty() ? "incomplete"
+                                             : "done";
   }
   KELPIE_LOG_INFO("epoch {}: {} objects to recover", run->epoch(), run->to_recover);
   publish(*run);
@@ -145,29 +198,67 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
       if (run->abandoned || stopping_) co_return;
       co_await sleep_for(std::chrono::milliseconds(10));
     }
+    KELPIE_LOG_INFO("epoch {}: pulled {} objects, {:.1f} MiB", run->epoch(), run->done,
+                    double(run->bytes) / (1 << 20));
+  }
+  bool available = co_await wait_available(run);
+  if (!available) co_return;
+  co_await record_recovered(run->epoch());
+  {
+    std::lock_guard lock(mutex_);
+    run->state = "done";
+  }
+  KELPIE_LOG_INFO("epoch {}: recovery done", run->epoch());
+  done_epoch_.store(run->epoch());
+  publish(*run);
+  co_await cleanup(run);
+}
+
+Task<bool> Recovery::wait_available(std::shared_ptr<Run> run) {
+  bool told = false;
+  for (;;) {
     {
       std::lock_guard lock(mutex_);
-      run->state = "done";
+      if (run->unavailable.empty()) co_return true;
+      if (!told) run->state = "incomplete";
     }
-    KELPIE_LOG_INFO("epoch {}: recovery done, {} objects, {:.1f} MiB", run->epoch(), run->done,
-              double(run->bytes) / (1 << 20));
-    publish(*run);
+    if (run->abandoned || stopping_) co_return false;
+    if (!told) {
+      // Stays so until a later epoch (or a remove of those objects): no "done", so
+      // nobody deletes the old copies that might still be wanted.
+      publish(*run);
+      told = true;
+    }
+    co_await sleep_for(std::chrono::milliseconds(250));
   }
-  done_epoch_.store(run->epoch());
-  co_await cleanup(run);
+}
+
+Task<void> Recovery::record_recovered(uint64_t epoch) {
+  RecoveredEpochs now = recovered();
+  if (now.reported && epoch <= now.through) co_return;  // the same epoch again (a restart)
+  const RecoveredEpochs next = now.reported ? now.advanced_to(epoch) : RecoveredEpochs(epoch);
+  const std::string dir = store_.data_dir();
+  std::function<Status()> write = [dir, next] {
+    std::string text = std::to_string(next.through) + " " + std::to_string(next.earlier) + "\n";
+    return write_file_atomically(dir, kRecoveredThroughFile, text.data(), text.size());
+  };
+  Status written = co_await offload<Status>(std::move(write));
+  if (!written) {
+    // Claim nothing we could not make durable: peers keep judging by the older value.
+    KELPIE_LOG_ERROR("epoch {}: could not record recovery done: {}", epoch, written.to_string());
+    co_return;
+  }
+  std::lock_guard lock(recovered_mutex_);
+  recovered_ = next;  // only the run coroutine on reactor 0 writes it
 }
 
 Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {
   const EpochView& view = *run->view;
-  struct Seen {
-    ListedObject best;
-    std::vector<NodeIndex> holders;  // nodes holding `best.version`
-    bool mine = false;
-    ObjectVersion my_version;
-  };
   std::unordered_map<ObjectId, Seen, ObjectIdHash> seen;
+  HeardNodes heard;
   auto note = [&](NodeIndex node, const ListedObject& object) {
     Seen& s = seen[object.id];
+    s.listed.push_back(view.member(node).id);
     bool is_self = view.self && node == *view.self;
     if (is_self) {
       s.mine = true;
@@ -183,6 +274,8 @@ Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {
   for (NodeIndex node = 0; node < view.members.size(); ++node) {
     if (run->abandoned || stopping_) co_return Status::error(ECANCELED);
     if (view.self && node == *view.self) {
+      // Read before listing, as a peer does: the copies listed are at least as new.
+      heard[view.member(node).id] = recovered();
       auto mine = co_await store_.list_all();
       if (!mine) co_return mine.status();
       for (const StoredObject& o : *mine) note(node, ListedObject{o.id, o.version, o.object_size});
@@ -191,6 +284,7 @@ Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {
     PeerRequest request;
     request.op = PeerOp::kListObjects;
     request.epoch = view.epoch();
+    request.flags = kPeerFlagRecoveredThrough;
     const MemberInfo& member = view.member(node);
     auto reply = co_await peers_.call(member.id, member.peer_address, request);
     if (!reply) co_return reply.status();
@@ -199,11 +293,44 @@ Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {
       co_return Status::error(EAGAIN, "peer not at this epoch yet");
     }
     if (reply->status != 0) co_return Status::error(reply->status, reply->message);
+    // A node that does not report it (an older version) vouches for no epoch.
+    heard[member.id] = reply->recovered_through
+                           ? RecoveredEpochs(*reply->recovered_through, reply->recovered_earlier)
+                           : RecoveredEpochs::unreported();
     for (const ListedObject& o : reply->objects) note(node, o);
   }
+  std::function<std::vector<EpochRecord>()> read_history = [this] {
+    return driver_.epoch_history();  // may read a file or ask ZooKeeper: off the reactor
+  };
+  std::vector<EpochRecord> history = co_await offload<std::vector<EpochRecord>>(std::move(read_history));
+  if (run->abandoned || stopping_) co_return Status::error(ECANCELED);
+  co_return decide(*run, history, heard, seen);
+}
+
+Status Recovery::decide(Run& run, const std::vector<EpochRecord>& records, const HeardNodes& heard,
+                        std::unordered_map<ObjectId, Seen, ObjectIdHash>& seen) {
+  const EpochView& view = *run.view;
+  Result<EpochHistory> history = EpochHistory::build(records, view.epoch());
+  if (!history && ++run.history_failures < kHistoryAttempts) {
+    return Status::error(EAGAIN, history.status().message());  // the driver catches up
+  }
+  if (!history) {
+    KELPIE_LOG_ERROR("epoch {}: no usable epoch history ({}): judging from this epoch alone",
+                     view.epoch(), history.status().message());
+    history = EpochHistory::build({view.record}, view.epoch());
+    if (!history) return history.status();
+  }
   std::vector<std::pair<ObjectId, Pending>> found;
+  std::vector<std::pair<ObjectId, AuthorityDecision>> unavailable;
+  uint64_t unverified = 0;
   for (auto& [id, s] : seen) {
     if (!view.holds(id)) continue;
+    AuthorityDecision decision = decide_authority(*history, id, heard, s.listed);
+    if (!decision.available()) {
+      unavailable.emplace_back(id, std::move(decision));
+      continue;
+    }
+    if (decision.kind == AuthorityDecision::Kind::kHistoryStart) ++unverified;
     if (s.mine && s.my_version >= s.best.version) continue;
     Pending p;
     p.best = s.best;
@@ -216,13 +343,40 @@ Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {
     if (a.first.vdi != b.first.vdi) return a.first.vdi < b.first.vdi;
     return a.first.index < b.first.index;
   });
+  if (unverified > 0) {
+    KELPIE_LOG_WARN("epoch {}: {} objects judged by the kept epoch history only (it starts at "
+                    "epoch {}, not at the format)",
+                    view.epoch(), unverified, history->oldest());
+  }
+  if (!unavailable.empty()) {
+    KELPIE_LOG_ERROR("epoch {}: {} objects unavailable: their newest copies may be only on nodes "
+                     "that are not in this epoch (first: {}: {})",
+                     view.epoch(), unavailable.size(), unavailable.front().first.to_hex(),
+                     describe_unavailable(unavailable.front().second));
+  }
   std::lock_guard lock(mutex_);
   for (auto& [id, p] : found) {
-    run->queue.push_back(id);
-    run->pending.emplace(id, std::move(p));
+    run.queue.push_back(id);
+    run.pending.emplace(id, std::move(p));
   }
-  run->to_recover = found.size();
-  co_return Status::ok();
+  for (auto& [id, decision] : unavailable) {
+    run.unavailable.emplace(id, Run::Unavailable{describe_unavailable(decision)});
+  }
+  run.to_recover = found.size();
+  return Status::ok();
+}
+
+Status Recovery::unavailable_locked(Run& run, const ObjectId& id) {
+  auto it = run.unavailable.find(id);
+  if (it == run.unavailable.end()) return Status::ok();
+  std::string message = "object " + id.to_hex() + " is unavailable in epoch " +
+                        std::to_string(run.epoch()) + ": " + it->second.why +
+                        "; it recovers when one of them is back";
+  if (!it->second.logged) {
+    it->second.logged = true;
+    KELPIE_LOG_ERROR("{}", message);
+  }
+  return Status::error(EIO, message);
 }
 
 Task<void> Recovery::worker(std::shared_ptr<Run> run) {
@@ -329,6 +483,8 @@ Task<Status> Recovery::ensure(const ObjectId& id, uint64_t epoch) {
       std::lock_guard lock(mutex_);
       run = run_;
       if (run && run->epoch() == epoch && run->state != "listing") {
+        Status available = unavailable_locked(*run, id);
+        if (!available) co_return available;
         auto it = run->pending.find(id);
         if (it == run->pending.end()) co_return Status::ok();
         if (!it->second.in_flight) {
@@ -392,6 +548,8 @@ Status Recovery::ready_now(const ObjectId& id, uint64_t epoch) {
       return Status::error(kNotReady, "this node is still listing the objects of epoch " +
                                           std::to_string(epoch));
     }
+    Status available = unavailable_locked(*run_, id);
+    if (!available) return available;
     auto it = run_->pending.find(id);
     if (it == run_->pending.end()) return Status::ok();
     // A hint, not a need (another replica serves the read): one such pull at a time.
@@ -411,6 +569,7 @@ Status Recovery::ready_now(const ObjectId& id, uint64_t epoch) {
 void Recovery::forget(const ObjectId& id, uint64_t epoch) {
   std::lock_guard lock(mutex_);
   if (!run_ || run_->epoch() != epoch) return;
+  run_->unavailable.erase(id);  // removed or replaced: nothing to wait for
   auto it = run_->pending.find(id);
   if (it != run_->pending.end() && !it->second.in_flight) {
     run_->pending.erase(it);

@@ -18,6 +18,21 @@
 //    (ready_now) add at most one more in flight.
 //  - A copy a client wrote after listing is newer than any source: an install never
 //    replaces a copy whose version is at or above the fetched one.
+//  - Authority (DESIGN.md rule 2; the argument is in cluster/recovery_authority.h):
+//    listing also collects which epochs each node completed the recovery of
+//    (RecoveredEpochs: the last one and a window of 64 before it, kept durably in
+//    RECOVERED_THROUGH in its data directory, reported in its LIST_OBJECTS reply). For every object this node must hold,
+//    decide_authority() over the epoch history says whether the newest copy heard of
+//    is authoritative. If not, the object is unavailable in this epoch: it is not
+//    pulled, ensure() and ready_now() fail at once with EIO (logged once per object,
+//    naming the nodes whose return would make it available), progress counts it, and
+//    the run stays in state "incomplete" — never "done": recovered_through does not
+//    advance and no node deletes old copies (cleanup waits for every node's "done").
+//    A later epoch decides again (a holder that came back makes it recover normally);
+//    forget() (a remove or a replacing copy-on-write) also clears it.
+//  - recovered_through advances to an epoch only after every object this node holds
+//    in it was judged authoritative and is installed durably, and the record itself
+//    is fsync'd before anyone is told.
 #pragma once
 
 #include <atomic>
@@ -30,6 +45,7 @@
 #include "cluster/epoch_state.h"
 #include "cluster/membership.h"
 #include "cluster/peer_transport.h"
+#include "cluster/recovery_authority.h"
 #include "engine/local_store.h"
 
 namespace kelpie {
@@ -68,6 +84,7 @@ class Recovery {
     std::string state = "listing";
     uint64_t to_recover = 0;
     uint64_t done = 0;
+    uint64_t unavailable = 0;
     double rate_mib_s = 0;
   };
   Progress progress() const;
@@ -75,6 +92,8 @@ class Recovery {
   // measured with set_used_bytes) through the membership driver. Any thread.
   void publish_now();
   void set_used_bytes(uint64_t bytes) { used_bytes_.store(bytes); }
+  // The epochs whose recovery this node completed. Any thread.
+  RecoveredEpochs recovered() const;
 
  private:
   struct Pending {
@@ -86,6 +105,18 @@ class Recovery {
 
   Task<void> run(std::shared_ptr<Run> run);
   Task<Status> list_all(std::shared_ptr<Run> run);
+  // Decides authority for the objects this node holds (`seen`: id -> listing) and
+  // fills the run's pending queue and unavailable set.
+  struct Seen;
+  Status decide(Run& run, const std::vector<EpochRecord>& history, const HeardNodes& heard,
+                std::unordered_map<ObjectId, Seen, ObjectIdHash>& seen);
+  // Waits while objects are unavailable; false if the run ended first.
+  Task<bool> wait_available(std::shared_ptr<Run> run);
+  // Adds `epoch` to the epochs this node completed, durably first.
+  Task<void> record_recovered(uint64_t epoch);
+  // EIO for an object judged unavailable in `run` (logged once per object); ok otherwise.
+  // REQUIRES: mutex_ held.
+  Status unavailable_locked(Run& run, const ObjectId& id);
   Task<void> worker(std::shared_ptr<Run> run);
   Task<Status> pull(const Run& run, const ObjectId& id, const Pending& pending);
   // Pulls a pending object taken (in_flight) by ensure() or ready_now() and settles
@@ -110,6 +141,8 @@ class Recovery {
   std::atomic<int> running_{0};
   std::atomic<uint64_t> used_bytes_{0};
   std::atomic<int> read_pulls_{0};  // pulls started by ready_now() in flight
+  mutable std::mutex recovered_mutex_;
+  RecoveredEpochs recovered_;  // guarded by recovered_mutex_
 };
 
 }  // namespace kelpie

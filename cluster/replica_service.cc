@@ -193,6 +193,12 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       finish(co_await store_->flush());
       break;
     case PeerOp::kListObjects: {
+      // Read before listing: the copies listed are then at least as new as it vouches
+      // (cluster/recovery_authority.h, F3).
+      std::optional<RecoveredEpochs> recovered;
+      if ((request.flags & kPeerFlagRecoveredThrough) != 0) {
+        recovered = recovery_ == nullptr ? RecoveredEpochs() : recovery_->recovered();
+      }
       auto listed = co_await store_->list_all();
       if (!listed) {
         finish(listed.status());
@@ -201,6 +207,10 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       reply.objects.reserve(listed->size());
       for (const StoredObject& object : *listed) {
         reply.objects.push_back(ListedObject{object.id, object.version, object.object_size});
+      }
+      if (recovered) {
+        reply.recovered_through = recovered->through;
+        reply.recovered_earlier = recovered->earlier;
       }
       break;
     }

@@ -353,6 +353,7 @@ json recovery_to_json(const RecoverySummary& recovery) {
       {"state", recovery.state},
       {"to_recover", recovery.to_recover},
       {"done", recovery.done},
+      {"unavailable", recovery.unavailable},
       // JSON has no NaN or infinity (nlohmann would write null).
       {"rate_mib_s", std::isfinite(recovery.rate_mib_s) ? recovery.rate_mib_s : 0.0},
   };
@@ -368,6 +369,9 @@ Result<RecoverySummary> recovery_from_json(const json& object) {
       narrow_field(object, "epoch", recovery.epoch),
       narrow_field(object, "to_recover", recovery.to_recover),
       narrow_field(object, "done", recovery.done),
+      // Absent from daemons older than the field: none known.
+      object.contains("unavailable") ? narrow_field(object, "unavailable", recovery.unavailable)
+                                     : Status::ok(),
   });
   if (!status) return status;
   return recovery;

@@ -248,6 +248,23 @@ namespace {
 Status not_a_cluster() {
   return Status::error(ENOTSUP, "this node is not part of a cluster (started without --cluster)");
 }
+
+// "" when no node reports unavailable objects in `epoch`; else a warning with each
+// node's count (an object is counted on every node that must hold it).
+std::string unavailable_objects(const MembershipDriver& driver, uint64_t epoch) {
+  std::string per_node;
+  for (const auto& [id, text] : driver.member_statuses()) {
+    auto json = nlohmann::json::parse(text, nullptr, false);
+    if (json.is_discarded() || json.value("epoch", uint64_t{0}) != epoch) continue;
+    uint64_t count = json.value("unavailable", uint64_t{0});
+    if (count == 0) continue;
+    if (!per_node.empty()) per_node += ", ";
+    per_node += std::to_string(count) + " on " + id.substr(0, 8);
+  }
+  if (per_node.empty()) return "";
+  return "objects unavailable (their newest copies may be only on nodes not in this epoch; "
+         "they recover when those return): " + per_node;
+}
 }  // namespace
 
 // ---- cluster mode -------------------------------------------------------------
@@ -477,6 +494,9 @@ Result<ClusterSummary> Node::summarize_cluster() const {
       s.warnings.push_back("fewer zones than min-copies (" + std::to_string(s.min_copies) +
                            "): writes fail until nodes return");
     }
+    if (std::string unavailable = unavailable_objects(driver, epoch->epoch); !unavailable.empty()) {
+      s.warnings.push_back(unavailable);
+    }
   }
   for (const MemberInfo& m : driver.live_members()) {
     if (m.gateway) ++s.gateways;
@@ -561,6 +581,7 @@ Result<std::vector<RecoverySummary>> Node::recovery_status() {
     r.state = json.value("state", std::string());
     r.to_recover = json.value("to_recover", uint64_t{0});
     r.done = json.value("done", uint64_t{0});
+    r.unavailable = json.value("unavailable", uint64_t{0});
     r.rate_mib_s = json.value("rate_mib_s", 0.0);
     out.push_back(std::move(r));
   }

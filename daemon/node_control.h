@@ -106,9 +106,12 @@ struct MemberSummary {
 struct RecoverySummary {
   std::string node;          // node uuid
   uint64_t epoch = 0;        // the epoch it is recovering to (or has recovered)
-  std::string state;         // "listing", "recovering", "done"
+  std::string state;         // "listing", "recovering", "incomplete", "done"
   uint64_t to_recover = 0;   // objects it must pull in this epoch
   uint64_t done = 0;
+  // Objects it must hold whose newest copy may be only on nodes absent from this
+  // epoch (DESIGN.md rule 2): their reads and writes fail with EIO; state "incomplete".
+  uint64_t unavailable = 0;
   double rate_mib_s = 0;     // over the last few seconds
 };
 

@@ -73,6 +73,8 @@ class LocalStore final : public ObjectStore {
   Status open();
   // Flushes every shard and removes the dirty logs. Call from a non-reactor thread.
   Status close();
+  // The data directory this store lives in (for small per-node records kept beside it).
+  const std::string& data_dir() const { return data_dir_; }
 
   Task<Status> read(ObjectId id, uint64_t offset, std::span<uint8_t> out) override;
   Task<Status> write(ObjectId id, uint64_t offset, std::span<const uint8_t> data,

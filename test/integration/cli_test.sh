@@ -404,7 +404,7 @@ check_json "$(fk node list --json)" 'len(doc) == 2' \
   'sorted(doc[0]) == sorted(["id", "address", "nbd_address", "admin_address", "zone", "vnodes", "gateway", "status", "capacity_bytes", "used_bytes", "objects"])' \
   || fail "node list --json"
 
-fk node recovery | grep -Eqx '0f1e2d3c +4 +recovering +30/120 +12\.5 MiB/s' ||
+fk node recovery | grep -Eqx '0f1e2d3c +4 +recovering +30/120 +0 +12\.5 MiB/s' ||
   fail "node recovery: $(fk node recovery)"
 check_json "$(fk node recovery --json)" 'doc[0]["rate_mib_s"] == 12.5 and doc[0]["done"] == 30' ||
   fail "node recovery --json"

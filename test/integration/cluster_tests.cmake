@@ -24,3 +24,5 @@ foreach(scenario cluster_kill_during_fio cluster_stale_node cluster_crash_all)
 endforeach()
 kelpie_integration_test(cluster_zk_startup_errors cluster_zk_startup_errors_test.sh 180)
 kelpie_integration_test(cluster_enospc cluster_enospc_test.sh 180)
+# DESIGN.md rule 2: newest copies only on absent nodes make objects unavailable (EIO), never stale.
+kelpie_integration_test(cluster_unavailable cluster_unavailable_test.sh 300)

@@ -164,10 +164,16 @@ TEST(AdminWire, MemberRecoveryCheckJsonRoundTrip) {
                            .rate_mib_s = 0.25};
   json encoded = json::parse(dump_json(recovery_to_json(recovery)));
   EXPECT_EQ(encoded, json::parse(R"({"node": "n", "epoch": 9, "state": "done",
-                                     "to_recover": 5, "done": 5, "rate_mib_s": 0.25})"));
+                                     "to_recover": 5, "done": 5, "unavailable": 0,
+                                     "rate_mib_s": 0.25})"));
   Result<RecoverySummary> back = recovery_from_json(encoded);
   ASSERT_TRUE(back.is_ok()) << back.status().to_string();
   EXPECT_DOUBLE_EQ(back->rate_mib_s, 0.25);
+  encoded["unavailable"] = 7;
+  ASSERT_EQ(recovery_from_json(encoded)->unavailable, 7u);
+  encoded.erase("unavailable");
+  ASSERT_TRUE(recovery_from_json(encoded).is_ok()) << "a daemon without the field reports none";
+  EXPECT_EQ(recovery_from_json(encoded)->unavailable, 0u);
   encoded["rate_mib_s"] = 3;
   ASSERT_TRUE(recovery_from_json(encoded).is_ok()) << "an integer rate is a number too";
   encoded["rate_mib_s"] = "fast";

@@ -68,11 +68,11 @@
 //                "failed <uuid>"  a node of the last epoch whose members/<uuid> is gone
 //                                 (its session expired or closed; re-checked with an
 //                                 exists() right before appending), never down to an
-//                                 empty epoch. The leader appends it a settle time
-//                                 (a third of the session timeout, 1..2.5 s) after
-//                                 it first misses a node, so nodes that die together
-//                                 (their sessions expire over a second or two) make
-//                                 one epoch;
+//                                 empty epoch. In an epoch of 8 nodes or more the
+//                                 leader appends it a settle time (a quarter of the
+//                                 session timeout, 0.5..2.5 s) after it first misses
+//                                 a node, so nodes that die together (their sessions
+//                                 expire over a second or two) make one epoch;
 //                "join <uuid>"    a running storage member asking to join that the
 //                                 last epoch does not list with its incarnation (a new
 //                                 node, or one restarted before its session expired);
@@ -324,6 +324,7 @@ class ZookeeperMembership final : public MembershipDriver {
   // Driver thread only: when the leader first missed a node of the epoch (it appends
   // the failures a settle time later, all in one epoch); none while every node is there.
   std::optional<std::chrono::steady_clock::time_point> failure_noticed_;
+  std::chrono::milliseconds settle_{0};  // the wait after failure_noticed_
 
   std::atomic<int64_t> lease_until_ns_{0};
   std::thread thread_;

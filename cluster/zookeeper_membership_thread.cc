@@ -35,13 +35,18 @@ milliseconds tick_for(milliseconds timeout) {
   return std::clamp(timeout / 6, milliseconds(100), milliseconds(1000));
 }
 
-// How long the leader waits after it first misses a node before it appends "failed",
-// so that nodes dying together make one epoch. Sessions of nodes that died at once
-// expire over about one tick (their last round trips) plus one of ZooKeeper's
-// expiry intervals (its tickTime, 2 s by default); the wait adds at most this much
-// to failure detection (2.5 s at the default 10 s session timeout).
-milliseconds settle_for(milliseconds timeout) {
-  return std::clamp(timeout / 3, milliseconds(1000), milliseconds(2500));
+// How long the leader of an epoch of `nodes` waits after it first misses a node
+// before it appends "failed", so that nodes dying together make one epoch. Sessions
+// of nodes that died at once expire over about one tick (their last round trips)
+// plus one of ZooKeeper's expiry intervals (its tickTime, 2 s by default). The wait
+// delays failure detection, and the writes that wait for it, by as much (2.5 s at
+// the default 10 s session timeout): worth it where an epoch costs many members
+// work, not for a handful of nodes, which append at once.
+constexpr size_t kSettleMinNodes = 8;
+
+milliseconds settle_for(milliseconds timeout, size_t nodes) {
+  if (nodes < kSettleMinNodes) return milliseconds(0);
+  return std::clamp(timeout / 4, milliseconds(500), milliseconds(2500));
 }
 }  // namespace
 
@@ -53,9 +58,7 @@ void ZookeeperMembership::run() {
     {
       std::unique_lock lock(signal_mutex_);
       auto wake = Clock::now() + tick_time;
-      if (failure_noticed_) {
-        wake = std::min(wake, *failure_noticed_ + settle_for(negotiated) + milliseconds(1));
-      }
+      if (failure_noticed_) wake = std::min(wake, *failure_noticed_ + settle_ + milliseconds(1));
       signal_.wait_until(lock, wake, [this] { return kick_ || stopping_; });
       kick_ = false;
     }
@@ -329,13 +332,13 @@ void ZookeeperMembership::lead() {
     failure_noticed_.reset();
   } else if (!failure_noticed_) {
     failure_noticed_ = Clock::now();
-    KELPIE_LOG_INFO("membership {}: a node of epoch {} is gone; appending in {} ms", options_.root,
-                    current->epoch, settle_for(client_->negotiated_timeout()).count());
+    settle_ = settle_for(client_->negotiated_timeout(), current->nodes.size());
+    if (settle_.count() > 0) {
+      KELPIE_LOG_INFO("membership {}: a node of epoch {} is gone; appending in {} ms",
+                      options_.root, current->epoch, settle_.count());
+    }
   }
-  if (failure_noticed_ &&
-      Clock::now() < *failure_noticed_ + settle_for(client_->negotiated_timeout())) {
-    return;
-  }
+  if (failure_noticed_ && Clock::now() < *failure_noticed_ + settle_) return;
   if (!swept) {
     // Records left behind by an appender that died before deleting them.
     Result<std::vector<std::string>> names = client_->children(epochs_dir_, false);

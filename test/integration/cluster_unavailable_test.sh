@@ -69,21 +69,12 @@ _listed() {
     "all(r['epoch'] == $epoch and r['state'] in ('incomplete', 'done') for r in doc)" 2>/dev/null
 }
 poll_until 60 _listed || cfail "nodes $S and 1 did not finish listing: $(ncli "$S" node recovery --json)"
-recovery=$(ncli "$S" node recovery --json)
-echo "recovery: $recovery"
-check_json "$recovery" "sum(r['unavailable'] for r in doc) > 0" \
-  "any(r['state'] == 'incomplete' for r in doc)" || cfail "no node reports unavailable objects"
-ncli "$S" node recovery
-check_json "$(ncli "$S" cluster info --json)" \
-  "any('objects unavailable' in w for w in doc['warnings'])" || cfail "cluster info shows no unavailable objects"
-ncli "$S" cluster info | grep 'objects unavailable' || cfail "cluster info (human) shows no unavailable objects"
-
 # Every 4 KiB block through URI: P2 or EIO, never P1 or anything else; EIO at once.
 read_blocks() {
-  "$SYS_PYTHON" - "$1" "$SIZE" "$LT_TMP/eio_offset" <<'PY'
+  "$SYS_PYTHON" - "$1" "$SIZE" <<'PY'
 import sys, time
 import nbd
-uri, size, eio_file = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+uri, size = sys.argv[1], int(sys.argv[2])
 h = nbd.NBD()
 h.connect_uri(uri)
 p1, p2 = b"\xaa" * 4096, b"\x55" * 4096
@@ -97,8 +88,6 @@ for offset in range(0, size, 4096):
         slowest = max(slowest, time.monotonic() - started)
         if e.errno != "EIO":  # libnbd gives the errno's name
             sys.exit(f"block at {offset}: error {e.errno} ({e.string}), not EIO")
-        if eio == 0:
-            open(eio_file, "w").write(str(offset))
         eio += 1
         continue
     slowest = max(slowest, time.monotonic() - started)
@@ -116,12 +105,23 @@ PY
 }
 read_blocks "$(node_uri "$S" disk)" || cfail "reading through node $S"
 read_blocks "$(node_uri 1 disk)" || cfail "reading through node 1 (B)"
+recovery=$(ncli "$S" node recovery --json)
+echo "recovery: $recovery"
+check_json "$recovery" "sum(r['unavailable'] for r in doc) > 0" \
+  "any(r['state'] == 'incomplete' for r in doc)" || cfail "no node reports unavailable objects"
+ncli "$S" node recovery
+check_json "$(ncli "$S" cluster info --json)" \
+  "any('objects unavailable' in w for w in doc['warnings'])" || cfail "cluster info shows no unavailable objects"
+ncli "$S" cluster info | grep 'objects unavailable' || cfail "cluster info (human) shows no unavailable objects"
+
 absent_re="$(node_id "${OTHERS[0]}")|$(node_id "${OTHERS[1]}")"
 lines=$(grep -hE "is unavailable in epoch .*($absent_re)" "$CL_DIR/n$S.log" "$CL_DIR/n1.log" || true)
 [ -n "$lines" ] || cfail "no log line names the absent nodes"
 sed -n 1p <<<"$lines"
-# A write to an unavailable block fails too, at once, and changes nothing.
-off=$(cat "$LT_TMP/eio_offset")
+# A write to an unavailable object (the logged one; 1 MiB objects) fails too, at
+# once, and changes nothing.
+hex=$(sed -n 1p <<<"$lines" | grep -oE 'object [0-9a-f]{32} is unavailable' | cut -d' ' -f2)
+off=$((16#${hex:24:8} * 1024 * 1024))
 started=$SECONDS
 written=$(qemu-io -f raw -c "write -P 0x77 $off 4k" "$(node_uri "$S" disk)" 2>&1) || true
 grep -qiE 'error|fail' <<<"$written" || cfail "a write at $off (an unavailable block) did not fail: $written"

@@ -20,16 +20,16 @@
 #    Then ZKB_IDLE_S (10) s with no change: the CPU the members and ZooKeeper use
 #    just staying in touch (ticks, the lease).
 # 4. Churn: member 0 evicts members 1..ZKB_CHURN1 (6) one after the other; each
-#    comes back by itself (2 epochs each, past the ZKB_EPOCHS_KEPT epoch records
-#    the drivers keep); ZooKeeper's znode count and data size (`mntr`), and the
+#    comes back by itself (2 epochs each); ZooKeeper's znode count and data size (`mntr`), and the
 #    RSS and CPU time of every process, are taken; then ZKB_CHURN2 (6) more.
 #    Figures: both snapshots (nothing may grow per epoch), the CPU an epoch costs
 #    the members and ZooKeeper, and the spread of "epoch created -> every member
 #    delivered it".
-#    ZKB_EPOCHS_KEPT is 8 here, not the driver's default of 64: every member keeps
-#    that many FULL epoch records (1,000 MemberInfo each, ~0.25 MB), so with 64
-#    the 1,000 members on this one host would need ~16 GB (measured: +0.24 MB
-#    per member per epoch until the cap).
+#    ZKB_EPOCHS_KEPT is the driver's default, 64: a member keeps the newest epoch in
+#    full and the older ones as what changed, so its memory does not grow with the
+#    epochs it keeps (until commit 25da20f it kept 64 full records: ~16 GB for 1,000
+#    members here). A value under 24 (e.g. 8) shows P/epochs staying bounded within
+#    the churn.
 # 5. Kill: kill -9 the process of ZKB_KILL members. Figure: from the kill until
 #    every surviving member delivered the epoch without them (their sessions
 #    expire after ZKB_SESSION_MS, 10 s, then the leader appends it), and from
@@ -42,7 +42,7 @@
 #
 # Environment (defaults in brackets): ZKB_MEMBERS [1000] ZKB_PROCS [5]
 #   ZKB_KILL [10] ZKB_SESSION_MS [10000] ZKB_BLOB_BYTES [16384] ZKB_UPDATES [3]
-#   ZKB_CHURN1 [6] ZKB_CHURN2 [6] ZKB_EPOCHS_KEPT [8] ZKB_IDLE_S [10]
+#   ZKB_CHURN1 [6] ZKB_CHURN2 [6] ZKB_EPOCHS_KEPT [64] ZKB_IDLE_S [10]
 #   ZKB_TRACK_MEMBERS [0] (1: every member
 #   watches the member list) ZKB_DIR
 set -euo pipefail
@@ -59,7 +59,7 @@ BLOB_BYTES=${ZKB_BLOB_BYTES:-16384}
 UPDATES=${ZKB_UPDATES:-3}
 CHURN1=${ZKB_CHURN1:-6}
 CHURN2=${ZKB_CHURN2:-6}
-EPOCHS_KEPT=${ZKB_EPOCHS_KEPT:-8}
+EPOCHS_KEPT=${ZKB_EPOCHS_KEPT:-64}
 IDLE_S=${ZKB_IDLE_S:-10}
 TRACK=${ZKB_TRACK_MEMBERS:-0}
 DIR=${ZKB_DIR:-$BUILD/zk-scale-bench}

@@ -111,7 +111,8 @@ def main():
     snaps = {}
     for step, who, rss_kb, ticks, epoch in lines(os.path.join(root, "snapshots")):
         snaps.setdefault(step, {})[who] = (int(rss_kb), int(ticks), int(epoch))
-    print(f"memory (RSS; every member keeps {epochs_kept} full epoch records):")
+    print(f"memory (RSS; every member keeps {epochs_kept} epoch records, the newest in full, "
+          f"the others as what changed):")
     for step in ("format", "churn1", "churn2"):
         snap = snaps.get(step)
         if not snap:

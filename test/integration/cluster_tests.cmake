@@ -26,3 +26,5 @@ kelpie_integration_test(cluster_zk_startup_errors cluster_zk_startup_errors_test
 kelpie_integration_test(cluster_enospc cluster_enospc_test.sh 180)
 # DESIGN.md rule 2: newest copies only on absent nodes make objects unavailable (EIO), never stale.
 kelpie_integration_test(cluster_unavailable cluster_unavailable_test.sh 300)
+kelpie_integration_test(cluster_unavailable_zk cluster_unavailable_test.sh 300)
+set_property(TEST integration.cluster_unavailable_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")

@@ -172,9 +172,8 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   }
   {
     std::lock_guard lock(mutex_);
-    run->state = !run->queue.empty()         ? "recovering"
-                 : !run->unavailable.empty() ? "incomplete"
-                                             : "done";
+    // "done" only once it is recorded durably (below): others may then delete copies.
+    run->state = run->queue.empty() && !run->unavailable.empty() ? "incomplete" : "recovering";
   }
   KELPIE_LOG_INFO("epoch {}: {} objects to recover", run->epoch(), run->to_recover);
   publish(*run);
@@ -203,13 +202,14 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   }
   bool available = co_await wait_available(run);
   if (!available) co_return;
-  co_await record_recovered(run->epoch());
+  done_epoch_.store(run->epoch());  // every object here is current: serve without asking
+  bool recorded = co_await record_recovered(run->epoch());
+  if (!recorded) co_return;  // not "done": no node may delete copies on our word
   {
     std::lock_guard lock(mutex_);
     run->state = "done";
   }
   KELPIE_LOG_INFO("epoch {}: recovery done", run->epoch());
-  done_epoch_.store(run->epoch());
   publish(*run);
   co_await cleanup(run);
 }
@@ -233,9 +233,9 @@ Task<bool> Recovery::wait_available(std::shared_ptr<Run> run) {
   }
 }
 
-Task<void> Recovery::record_recovered(uint64_t epoch) {
+Task<bool> Recovery::record_recovered(uint64_t epoch) {
   RecoveredEpochs now = recovered();
-  if (now.reported && epoch <= now.through) co_return;  // the same epoch again (a restart)
+  if (now.reported && epoch <= now.through) co_return true;  // the same epoch again (a restart)
   const RecoveredEpochs next = now.reported ? now.advanced_to(epoch) : RecoveredEpochs(epoch);
   const std::string dir = store_.data_dir();
   std::function<Status()> write = [dir, next] {
@@ -246,10 +246,11 @@ Task<void> Recovery::record_recovered(uint64_t epoch) {
   if (!written) {
     // Claim nothing we could not make durable: peers keep judging by the older value.
     KELPIE_LOG_ERROR("epoch {}: could not record recovery done: {}", epoch, written.to_string());
-    co_return;
+    co_return false;
   }
   std::lock_guard lock(recovered_mutex_);
   recovered_ = next;  // only the run coroutine on reactor 0 writes it
+  co_return true;
 }
 
 Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {

@@ -112,8 +112,9 @@ class Recovery {
                 std::unordered_map<ObjectId, Seen, ObjectIdHash>& seen);
   // Waits while objects are unavailable; false if the run ended first.
   Task<bool> wait_available(std::shared_ptr<Run> run);
-  // Adds `epoch` to the epochs this node completed, durably first.
-  Task<void> record_recovered(uint64_t epoch);
+  // Adds `epoch` to the epochs this node completed, durably first; false if that
+  // failed (then the run must not say "done").
+  Task<bool> record_recovered(uint64_t epoch);
   // EIO for an object judged unavailable in `run` (logged once per object); ok otherwise.
   // REQUIRES: mutex_ held.
   Status unavailable_locked(Run& run, const ObjectId& id);

@@ -205,6 +205,9 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   done_epoch_.store(run->epoch());  // every object here is current: serve without asking
   bool recorded = co_await record_recovered(run->epoch());
   if (!recorded) co_return;  // not "done": no node may delete copies on our word
+  // Recorded before this check: a lister of a newer epoch that heard "not completed"
+  // from us (cluster/recovery_authority.h, F2) never sees a "done" for this one.
+  if (run->abandoned || stopping_ || epochs_.latest_epoch() != run->epoch()) co_return;
   {
     std::lock_guard lock(mutex_);
     run->state = "done";

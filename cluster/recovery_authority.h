@@ -20,7 +20,9 @@
 //     has a higher generation). A copy goes away only by a delete of its VDI, or by
 //     recovery's cleanup of epoch j on a node outside R_j(X) — and cleanup of j runs
 //     only after every member of epoch j completed recovery of j (and recorded it
-//     durably before saying so).
+//     durably before saying so, and says so only while epoch j is still its newest:
+//     a member that answered a later epoch's listing with "not completed j" never
+//     says "done" for j afterwards).
 //  F3 h completed epoch r (recovered_through, or a bit of the window before it) means:
 //     h completed recovery of epoch r (every object
 //     it must hold in r that any node listed was judged authoritative and pulled,

@@ -10,8 +10,8 @@
 // a string field is "-" when empty and %XX-escapes '%', '-' alone, bytes <= ' ' and
 // >= 0x7f). A change record's lines start with "+ " (added, with its session) or
 // "- " (removed), and its header has "nodes_crc". Why not JSON objects: a 1,000-node
-// epoch is ~115 KB instead of ~300 KB, and 1,000 members parse it in ~0.2 ms each
-// instead of ~10 ms (docs/performance.md, "ZooKeeper membership").
+// epoch is ~117 KB instead of ~273 KB, and each of 1,000 members parses it in ~0.4 ms
+// instead of ~13 ms (unit.zk_records_test; docs/performance.md, "ZooKeeper membership").
 // Format 1 (JSON only: "nodes" [MemberInfo], "incarnations" {uuid: "0x.."}; a change
 // record's "added"/"removed" [MemberInfo]) is still read, never written.
 //

@@ -11,7 +11,7 @@
 // >= 0x7f). A change record's lines start with "+ " (added, with its session) or
 // "- " (removed), and its header has "nodes_crc". Why not JSON objects: a 1,000-node
 // epoch is ~117 KB instead of ~273 KB, and each of 1,000 members parses it in ~0.4 ms
-// instead of ~13 ms (unit.zk_records_test; docs/performance.md, "ZooKeeper membership").
+// instead of 6-13 ms (unit.zk_records_test; docs/performance.md, "ZooKeeper membership").
 // Format 1 (JSON only: "nodes" [MemberInfo], "incarnations" {uuid: "0x.."}; a change
 // record's "added"/"removed" [MemberInfo]) is still read, never written.
 //

@@ -116,7 +116,7 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
       for (NodeIndex node : targets) {
         auto full = shard.full_until.find(view->member(node).id);
         if (full == shard.full_until.end()) continue;
-        if (full->second <= now) {
+        if (full->second.until <= now || full->second.removals != removals_.load()) {
           shard.full_until.erase(full);
           continue;
         }
@@ -186,7 +186,8 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
         KELPIE_LOG_ERROR("{} of object {} refused by node {}: {}", op_name(request.op),
                          request.id.to_hex(), uuid_to_string(member.id), reply.message);
         if (makes_object(request)) {
-          shards_[Reactor::current()->index()]->full_until[member.id] = Clock::now() + kFullMemory;
+          shards_[Reactor::current()->index()]->full_until[member.id] = {Clock::now() + kFullMemory,
+                                                                   removals_.load()};
         }
       } else {
         KELPIE_LOG_ERROR("{} of object {} failed on node {}: {} ({})", op_name(request.op),
@@ -288,7 +289,9 @@ Task<Status> ReplicatedStore::remove(ObjectId id) {
   PeerRequest request;
   request.op = PeerOp::kRemove;
   request.id = id;
-  co_return co_await ordered_update(request, 0, UINT64_MAX / 2);
+  Status status = co_await ordered_update(request, 0, UINT64_MAX / 2);
+  if (status.is_ok()) removals_.fetch_add(1);  // forgets the full marks (see Shard)
+  co_return status;
 }
 
 Task<Status> ReplicatedStore::flush() {

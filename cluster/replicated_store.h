@@ -21,7 +21,8 @@
 //    (a replica above its full ratio refuses creates before allocating anything).
 //    For 2 s after a node refused a create for space, this gateway refuses creates
 //    whose replica set holds that node with ENOSPC before sending anything (each
-//    owner reactor remembers the refusals it saw).
+//    owner reactor remembers the refusals it saw), unless an object was removed
+//    through this gateway since (a VDI delete frees space at once).
 //  - Rule 4, no silent divergence: a write, zero or copy-on-write that failed after
 //    some replica was asked (any failure but a refusal before sending, such as below
 //    min-copies or no epoch) is settled before its error is returned, still holding
@@ -136,6 +137,7 @@ class ReplicatedStore final : public ObjectStore {
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<uint64_t> generation_{1};
   std::atomic<uint64_t> sequence_{0};
+  std::atomic<uint64_t> removals_{0};  // objects removed through this gateway
   ReplicaResync resync_;
   std::atomic<uint64_t> unsynced_count_{0};
   std::atomic<bool> stopping_{false};

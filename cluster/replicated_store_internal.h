@@ -42,8 +42,13 @@ struct ReplicatedStore::Shard {
   std::unordered_map<ObjectId, Unsynced, ObjectIdHash> unsynced;
   bool retrying = false;  // retry_loop runs
   // Nodes that refused a create for space (ENOSPC), until when creates whose replica
-  // set holds them are refused here before anything is sent.
-  std::map<Uuid, std::chrono::steady_clock::time_point> full_until;
+  // set holds them are refused here before anything is sent — unless this gateway
+  // removed an object since (`removals` moved on: space may be free again).
+  struct FullMark {
+    std::chrono::steady_clock::time_point until;
+    uint64_t removals = 0;
+  };
+  std::map<Uuid, FullMark> full_until;
 };
 
 inline void pulse(Event& event) {

@@ -26,6 +26,13 @@ Reactor::Reactor(unsigned index, unsigned queue_depth) : index_(index) {
   params.flags = IORING_SETUP_CLAMP | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN |
                  IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
   int rc = io_uring_queue_init_params(queue_depth, &ring_, &params);
+  if (rc == -EINVAL) {
+    // A kernel before 6.1 has no DEFER_TASKRUN: the plain ring works the same, slower.
+    KELPIE_LOG_WARN("io_uring without DEFER_TASKRUN (kernel before 6.1): reactor wake-ups cost more");
+    params = io_uring_params{};
+    params.flags = IORING_SETUP_CLAMP;
+    rc = io_uring_queue_init_params(queue_depth, &ring_, &params);
+  }
   if (rc < 0) {
     KELPIE_LOG_CRITICAL("io_uring_queue_init failed: {}", std::strerror(-rc));
     std::abort();
@@ -107,11 +114,12 @@ void Reactor::drain_inbox() {
 
 void Reactor::run() {
   current_reactor = this;
-  // (liburing 2.3 has no io_uring_enable_rings.)
-  long enabled = syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0);
-  if (enabled < 0) {
-    KELPIE_LOG_CRITICAL("enabling the io_uring failed: {}", std::strerror(errno));
-    std::abort();
+  if (ring_.flags & IORING_SETUP_R_DISABLED) {
+    // Makes this thread the ring's single issuer (liburing 2.3 has no io_uring_enable_rings).
+    if (syscall(__NR_io_uring_register, ring_.ring_fd, IORING_REGISTER_ENABLE_RINGS, nullptr, 0) < 0) {
+      KELPIE_LOG_CRITICAL("enabling the io_uring failed: {}", std::strerror(errno));
+      std::abort();
+    }
   }
   arm_eventfd_read();
   while (true) {

@@ -8,6 +8,9 @@
 //    (negative errno on failure). They must be awaited on a reactor thread.
 //  - Submissions are batched: SQEs prepared while coroutines run are submitted
 //    together when the reactor runs out of ready work.
+//  - Only run()'s thread touches the ring (it is the ring's single issuer, with
+//    DEFER_TASKRUN: completions are reaped when that thread enters the kernel, never
+//    delivered by interrupting it). run() may be called once per Reactor.
 //  - Cross-thread work is a message: post() queues a coroutine handle on the
 //    target reactor (safe from any thread) and wakes it through an eventfd.
 //    `co_await switch_to(r)` moves the awaiting coroutine onto reactor r.

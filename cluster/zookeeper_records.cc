@@ -303,7 +303,13 @@ Result<Change> decode_change(const std::string& bytes, const std::string& what) 
   Result<EpochRecord> record = header_from_json(*header, what);
   if (!record) return record.status();
   change.header = std::move(*record);
-  change.nodes_crc = header->value("nodes_crc", uint32_t{0});
+  if (auto crc = header->find("nodes_crc"); crc != header->end()) {
+    // json::value() would throw on a field of another type: refuse it instead.
+    if (!crc->is_number_unsigned() || crc->get<uint64_t>() > UINT32_MAX) {
+      return Status::error(EBADMSG, what + ": field 'nodes_crc' must be a 32-bit unsigned number");
+    }
+    change.nodes_crc = crc->get<uint32_t>();
+  }
   if (!is_format2(*header)) {
     if (!rest.empty()) return Status::error(EBADMSG, what + ": unknown format");
     Result<std::vector<MemberInfo>> added = members_field(*header, "added", what);

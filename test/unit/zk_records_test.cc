@@ -142,6 +142,22 @@ TEST(ZookeeperRecordsTest, MalformedRecordsAreRefused) {
   }
   EXPECT_EQ(zookeeper_records::decode_change(header + line, "e").status().code(), EBADMSG)
       << "a change line needs its + or - mark";
+
+  // A change header whose nodes_crc is not a 32-bit number is refused, not thrown on
+  // (json::value() throws type_error for a string; every member reads the record).
+  Change change;
+  change.header = record_of({});
+  change.added = {node(1)};
+  std::string encoded = zookeeper_records::encode_change(change);
+  for (const char* crc : {"\"nodes_crc\":\"12\"", "\"nodes_crc\":-1", "\"nodes_crc\":4294967296",
+                          "\"nodes_crc\":1.5", "\"nodes_crc\":null"}) {
+    std::string bytes = encoded;
+    size_t at = bytes.find("\"nodes_crc\":0");
+    ASSERT_NE(at, std::string::npos) << bytes;
+    bytes.replace(at, std::string("\"nodes_crc\":0").size(), crc);
+    auto decoded = zookeeper_records::decode_change(bytes, "epoch record 9");
+    EXPECT_EQ(decoded.status().code(), EBADMSG) << crc;
+  }
 }
 
 TEST(ZookeeperRecordsTest, NodesCrcIsTheCrcOfTheSortedIdTexts) {

@@ -229,13 +229,24 @@ Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first
     request.version = ObjectVersion{generation_.load(), sequence_.fetch_add(1) + 1};
     Outcome outcome = co_await replicate_detailed(request, false);
     status = outcome.status;
+    if (status && create && shard.unsynced.erase(request.id) > 0) {
+      unsynced_count_.fetch_sub(1);  // every replica now holds the new object
+    }
+    // Each replica copied its own copy of the source: if those may differ (the source
+    // waits for a resync: same family, so same shard), so may the new copies.
+    std::optional<std::vector<Uuid>> unsettled_source;
+    if (status && request.op == PeerOp::kCreateFrom) {
+      if (auto source = shard.unsynced.find(request.src); source != shard.unsynced.end()) {
+        unsettled_source = source->second.suspects;
+      }
+    }
     if (!status && outcome.sent && settles) {
       // Rule 4: settle the object before the error goes back, under its lock.
       co_await settle(shard, *entry, request.id, create, std::move(outcome.failed), std::move(guard));
+    } else if (unsettled_source) {
+      // Settled now, under its lock, like a failed update (but not undone: it is made).
+      co_await settle(shard, *entry, request.id, false, std::move(*unsettled_source), std::move(guard));
     } else {
-      if (status && create && shard.unsynced.erase(request.id) > 0) {
-        unsynced_count_.fetch_sub(1);  // every replica now holds the new object
-      }
       guard.release();
       unlock_update(*entry);
     }

@@ -32,6 +32,9 @@
 //        is written only after its target is on every replica);
 //      * a failed write or zero is resynced from one chosen copy (replica_resync.h;
 //        the nodes whose write failed are the suspects: on a tie they lose).
+//    A copy-on-write that succeeded from a source this gateway has not settled yet is
+//    resynced the same way before it returns ok (each replica copied its own copy of
+//    the source, so the new copies may differ as the source's do).
 //    If that can not finish (a replica unreachable or failing), the object is
 //    remembered on its owner reactor and settled again in the background: at every
 //    new epoch and after a backoff (1 s doubling to 30 s), at most
@@ -115,9 +118,10 @@ class ReplicatedStore final : public ObjectStore {
   void leave(Shard& shard, const ObjectId& id, Entry* entry);
   Task<RangeLock::Guard> lock_for_update(Entry& entry, uint64_t first_block, uint64_t last_block);
   void unlock_update(Entry& entry);
-  // After a failed update that holds `guard` (counted in entry.active): settles the
-  // object once every other update holding a range of it finished (new ones wait),
-  // then releases the guard. If a settle is already waiting, joins that one instead.
+  // After a failed update (or a copy-on-write from an unsettled source) that holds
+  // `guard` (counted in entry.active): settles the object once every other update
+  // holding a range of it finished (new ones wait), then releases the guard. If a
+  // settle is already waiting, joins that one instead.
   Task<void> settle(Shard& shard, Entry& entry, ObjectId id, bool undo_create,
                     std::vector<Uuid> suspects, RangeLock::Guard guard);
   // One attempt (the caller has entry.settling and no update runs): true when done.

@@ -14,6 +14,8 @@ kelpie_integration_test(cluster_fs cluster_fs_test.sh 180)
 kelpie_integration_test(cluster_gateway_crash cluster_gateway_crash_test.sh 180)
 # DESIGN.md rule 4: a failed write and an unclean stop end with equal replicas, no --repair.
 kelpie_integration_test(cluster_resync cluster_resync_test.sh 240)
+# Rule 4 across a copy-on-write: copies made from an unsettled object are settled too.
+kelpie_integration_test(cluster_cow_resync cluster_cow_resync_test.sh 180)
 
 # Issue 4: scenarios 1, 4 and 5 again on the zookeeper driver (the same scripts;
 # cluster_lib.sh starts a private ZooKeeper when KELPIE_MEMBERSHIP=zookeeper), and

@@ -334,16 +334,23 @@ void ZookeeperMembership::load_history() const {
   // The change records from the oldest epoch held back: record e gives epoch e's
   // delta against e - 1, and record e - 1 gives that epoch's header. No full records.
   std::vector<Change> changes;  // changes[i] is epoch oldest - i's
+  bool unreachable = false;     // not read for now: read the rest on a later call
   for (uint64_t epoch = oldest; epoch >= 1 && changes.size() < options_.epochs_kept; --epoch) {
     std::string what = "epoch record " + std::to_string(epoch);
     Result<ZookeeperClient::Data> data = client_->get(epochs_dir_ + "/" + epoch_name(epoch), false);
-    if (!data) break;
+    if (!data) {
+      // ENOENT: compacted away, the history ends here. Anything else (ZooKeeper out of
+      // reach) must not cut the history short for good: recovery's authority walk
+      // would start at this member's join for every later epoch.
+      unreachable = data.status().code() != ENOENT;
+      break;
+    }
     Result<Change> change = zookeeper_records::decode_change(data->bytes, what);
     if (!change || change->header.epoch != epoch) break;
     changes.push_back(std::move(*change));
   }
   std::lock_guard guard(mutex_);
-  history_loaded_ = true;
+  history_loaded_ = !unreachable;
   if (history_.empty() || history_.front().header.epoch != oldest) return;
   for (size_t i = 0; i + 1 < changes.size() && history_.size() < options_.epochs_kept; ++i) {
     PastEpoch& front = history_.front();

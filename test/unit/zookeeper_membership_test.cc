@@ -638,6 +638,46 @@ TEST_F(ZookeeperMembershipTest, EpochLogStaysBoundedAndHistoryIsRebuilt) {
   }
 }
 
+// Recovery's authority walk (recovery_authority.h) needs the older epochs: a joiner
+// that could not read them once (ZooKeeper unreachable) must read them on a later
+// call, not keep a history that starts at its join for good.
+TEST_F(ZookeeperMembershipTest, HistoryUnreadableOnceIsReadLater) {
+  epochs_kept_ = 8;
+  Node& a = start(make_member(0));
+  Node& b = start(make_member(1));
+  ASSERT_TRUE(wait_until([&] { return a.driver->live_members().size() == 2; }));
+  ASSERT_TRUE(a.driver->format(2, 1));
+  for (int i = 0; i < 5; ++i) {  // each: "evicted b", then "rejoin b"
+    uint64_t before = a.driver->current_epoch()->epoch;
+    ASSERT_TRUE(a.driver->evict(b.info.id));
+    ASSERT_TRUE(wait_until([&] { return a.driver->current_epoch()->epoch == before + 2; }))
+        << "cycle " << i;
+  }
+  Node& d = start(make_member(3, true));
+  ASSERT_TRUE(wait_until([&] { return d.driver->current_epoch().has_value(); }));
+  server->kill();
+  std::vector<EpochRecord> during = d.driver->epoch_history();
+  EXPECT_LT(during.size(), epochs_kept_) << "the older records were read with the server down?";
+  server->restart();
+  // Wait until every member is back and the epochs settle (sessions may have expired).
+  ASSERT_TRUE(wait_until([&] {
+    auto newest = a.driver->current_epoch();
+    auto seen = d.driver->current_epoch();
+    return d.driver->lease_until() > Clock::now() && newest && seen &&
+           newest->epoch == seen->epoch && ids_of(*newest).count(a.info.id) > 0 &&
+           ids_of(*newest).count(b.info.id) > 0;
+  }, 30000ms));
+  std::vector<EpochRecord> history = a.driver->epoch_history();
+  std::vector<EpochRecord> later = d.driver->epoch_history();
+  ASSERT_EQ(history.size(), epochs_kept_);
+  ASSERT_EQ(later.size(), history.size()) << "the joiner's history still starts at epoch "
+                                          << (later.empty() ? 0 : later.front().epoch);
+  for (size_t i = 0; i < history.size(); ++i) {
+    EXPECT_EQ(later[i].epoch, history[i].epoch);
+    EXPECT_EQ(ids_of(later[i]), ids_of(history[i])) << "epoch " << history[i].epoch;
+  }
+}
+
 TEST_F(ZookeeperMembershipTest, TwoClustersShareOneEnsemble) {
   Node& a = start(make_member(0));
   ASSERT_TRUE(a.driver->format(1, 1));

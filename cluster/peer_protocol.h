@@ -65,6 +65,14 @@ constexpr uint32_t kPeerFlagRecoveredThrough = 16;
 // replica_resync.h): install it durably at `version` unless the copy held is newer
 // (then EAGAIN and nothing changes); exempt from the full ratio.
 constexpr uint32_t kPeerFlagResync = 8;
+// kObjectVersion: "is your copy durable?" (DESIGN.md rule 7, cluster/old_copies.h). The
+// replica first makes its copy durable (fdatasync, the store's sync path: a failure is
+// never retried) and answers with the same flag in the reply header: status 0 — the
+// version answered is durable there; ENOENT — that node completed the recovery of this
+// epoch and holds no copy (it was removed on purpose). A node that does not know the
+// flag ignores it and answers without it, which a caller reads as "not known durable";
+// a caller that does not set it gets the plain answer.
+constexpr uint32_t kPeerFlagDurable = 32;
 
 struct PeerHello {
   uint16_t protocol_version = kPeerProtocolVersion;
@@ -109,6 +117,10 @@ struct PeerReply {
   // before it listed `objects`.
   std::optional<uint64_t> recovered_through;
   uint64_t recovered_earlier = 0;
+  // kObjectVersion asked with kPeerFlagDurable, and honoured (the reply carries the
+  // flag): with status 0 `version` is durable on that node; with ENOENT that node
+  // completed the recovery of this epoch without a copy.
+  bool durable = false;
   std::string message;
 };
 

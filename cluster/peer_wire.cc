@@ -1,5 +1,6 @@
 #include "cluster/peer_wire.h"
 
+#include <cerrno>
 #include <cstring>
 #include <string>
 
@@ -185,6 +186,9 @@ PeerFrame encode_reply(PeerOp op, uint64_t request_id, const PeerReply& reply) {
   header.status = reply.status;
   if (op == PeerOp::kListObjects && reply.status == 0 && reply.recovered_through) {
     header.flags = kPeerFlagRecoveredThrough;  // the list has a 16-byte trailer
+  }
+  if (op == PeerOp::kObjectVersion && reply.durable && (reply.status == 0 || reply.status == ENOENT)) {
+    header.flags = kPeerFlagDurable;  // the asked-for durability was honoured
   }
   PeerFrameBuilder b(frame, header);
   if (reply.status != 0) {
@@ -387,6 +391,8 @@ Result<PeerReply> decode_reply(const PeerFrameHeader& header, std::span<const ui
   PeerReply reply;
   reply.status = header.status;
   reply.epoch = header.epoch;
+  reply.durable = header.op == PeerOp::kObjectVersion && (header.flags & kPeerFlagDurable) != 0 &&
+                  (header.status == 0 || header.status == ENOENT);
   if (header.status != 0) {
     if (tail.size() > kMaxMessageBytes) return malformed("error message too long");
     reply.message.assign(reinterpret_cast<const char*>(tail.data()), tail.size());

@@ -74,6 +74,7 @@ Recovery::Recovery(LocalStore& store, EpochState& epochs, PeerClient& peers,
       reactors_(reactors),
       self_(self),
       options_(options),
+      old_copies_(store, epochs, peers),
       recovered_(load_recovered(store.data_dir())) {
   // Objects but no record: written by a version that kept none. Its cleanups may
   // have run; it must not look as if it had completed nothing.
@@ -98,11 +99,17 @@ void Recovery::start(std::shared_ptr<const EpochView> view) {
     if (run_) run_->abandoned = true;
     run_ = run;
   }
-  running_.fetch_add(1);
+  running_.fetch_add(2);
   Reactor& home = reactors_.at(0);
   spawn([](Recovery* self, Reactor& home, std::shared_ptr<Run> run) -> Task<void> {
     co_await switch_to(home);
     co_await self->run(run);
+    self->running_.fetch_sub(1);
+  }(this, home, run));
+  // Rule 7: old copies go per object, beside recovery, not after everyone's "done".
+  spawn([](Recovery* self, Reactor& home, std::shared_ptr<Run> run) -> Task<void> {
+    co_await switch_to(home);
+    co_await self->cleanup(run);
     self->running_.fetch_sub(1);
   }(this, home, run));
 }
@@ -172,7 +179,8 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   }
   {
     std::lock_guard lock(mutex_);
-    // "done" only once it is recorded durably (below): others may then delete copies.
+    // "done" only once it is recorded durably (below): a lister of a later epoch may
+    // then rely on it (cluster/recovery_authority.h, F3).
     run->state = run->queue.empty() && !run->unavailable.empty() ? "incomplete" : "recovering";
   }
   KELPIE_LOG_INFO("epoch {}: {} objects to recover", run->epoch(), run->to_recover);
@@ -204,7 +212,7 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   if (!available) co_return;
   done_epoch_.store(run->epoch());  // every object here is current: serve without asking
   bool recorded = co_await record_recovered(run->epoch());
-  if (!recorded) co_return;  // not "done": no node may delete copies on our word
+  if (!recorded) co_return;  // not "done": no lister may rely on this epoch
   // Recorded before this check: a lister of a newer epoch that heard "not completed"
   // from us (cluster/recovery_authority.h, F2) never sees a "done" for this one.
   if (run->abandoned || stopping_ || epochs_.latest_epoch() != run->epoch()) co_return;
@@ -214,7 +222,6 @@ Task<void> Recovery::run(std::shared_ptr<Run> run) {
   }
   KELPIE_LOG_INFO("epoch {}: recovery done", run->epoch());
   publish(*run);
-  co_await cleanup(run);
 }
 
 Task<bool> Recovery::wait_available(std::shared_ptr<Run> run) {
@@ -227,8 +234,8 @@ Task<bool> Recovery::wait_available(std::shared_ptr<Run> run) {
     }
     if (run->abandoned || stopping_) co_return false;
     if (!told) {
-      // Stays so until a later epoch (or a remove of those objects): no "done", so
-      // nobody deletes the old copies that might still be wanted.
+      // Stays so until a later epoch (or a remove of those objects): no "done", and
+      // recovered_through does not advance.
       publish(*run);
       told = true;
     }
@@ -582,43 +589,37 @@ void Recovery::forget(const ObjectId& id, uint64_t epoch) {
 }
 
 Task<void> Recovery::cleanup(std::shared_ptr<Run> run) {
-  // Copies this node no longer owns go only after every node of the epoch has
-  // finished recovering to it (each holds its own objects at the newest version).
-  const EpochView& view = *run->view;
+  constexpr auto kFirstPause = std::chrono::milliseconds(1000);
+  constexpr auto kLongestPause = std::chrono::milliseconds(30000);
+  const uint64_t epoch = run->epoch();
+  auto pause = kFirstPause;
   for (;;) {
-    if (run->abandoned || stopping_) co_return;
-    auto statuses = driver_.member_statuses();
-    bool all_done = true;
-    for (const MemberInfo& member : view.members) {
-      auto it = statuses.find(uuid_to_string(member.id));
-      if (it == statuses.end()) {
-        all_done = false;
-        break;
-      }
-      auto status = nlohmann::json::parse(it->second, nullptr, false);
-      if (status.is_discarded() || status.value("epoch", uint64_t{0}) != view.epoch() ||
-          status.value("state", std::string()) != "done") {
-        all_done = false;
-        break;
-      }
+    // Any thread: also asked on each object's owner reactor right before a removal.
+    Recovery* self = this;
+    std::function<bool()> go_on = [self, run] {
+      return !run->abandoned && !self->stopping_ && self->epochs_.latest_epoch() == run->epoch();
+    };
+    OldCopies::PassResult result = co_await old_copies_.pass(run->view, std::move(go_on));
+    if (result.removed > 0) {
+      KELPIE_LOG_INFO("epoch {}: removed {} copies this node no longer owns ({} kept for now)",
+                      epoch, result.removed, result.kept);
+      publish(*run);
     }
-    if (all_done) break;
-    co_await sleep_for(std::chrono::milliseconds(250));
+    if (result.kept == 0 && !result.failed) co_return;
+    bool slept = co_await nap(*run, pause);
+    if (!slept) co_return;
+    pause = std::min(pause * 2, kLongestPause);
   }
-  auto mine = co_await store_.list_all();
-  if (!mine) co_return;
-  uint64_t removed = 0;
-  for (const StoredObject& object : *mine) {
-    // A newer epoch may give this node the object again, or its new owners may
-    // still be listing: stop at once.
-    if (run->abandoned || stopping_ || epochs_.latest_epoch() != view.epoch()) co_return;
-    if (view.holds(object.id)) continue;
-    Status status = co_await store_.remove(object.id);
-    if (status) ++removed;
-    if (removed % 64 == 0) co_await yield_now();
+}
+
+Task<bool> Recovery::nap(const Run& run, std::chrono::milliseconds duration) {
+  const auto until = Clock::now() + duration;
+  for (;;) {
+    if (run.abandoned || stopping_ || epochs_.latest_epoch() != run.epoch()) co_return false;
+    auto now = Clock::now();
+    if (now >= until) co_return true;
+    co_await sleep_for(std::min<Clock::duration>(until - now, std::chrono::milliseconds(50)));
   }
-  if (removed > 0) KELPIE_LOG_INFO("epoch {}: removed {} copies this node no longer owns", view.epoch(), removed);
-  publish(*run);
 }
 
 }  // namespace kelpie

@@ -9,8 +9,13 @@
 //    it lacks, is pending. Phase "recovering": workers pull pending objects from a
 //    holder of the newest version (kFetchObject; crc-verified at the source) and
 //    install them (durable before they count). Phase "done": published through the
-//    membership driver; once every node of the epoch reports done, copies this node
-//    no longer owns are deleted.
+//    membership driver (and recorded first, see recovered_through below).
+//  - Old copies (DESIGN.md rule 7; cluster/old_copies.h): from the start of the run,
+//    not gated by anyone's "done", passes delete each copy this node holds but does
+//    not own in the epoch once every member of that object's replica set holds it
+//    durably at or above this copy's version. Passes repeat while unowned copies
+//    remain, after 1 s, doubling to 30 s between them, and stop at once when the epoch
+//    changes or on stop(). One log line per pass that removed something.
 //  - Until listing is over, every object is unknown: ensure() waits. A pending
 //    object asked for by a client jumps the queue: ensure() pulls it at once.
 //  - Throttle: at most `workers` pulls in flight and at most `max_bytes_per_s` over
@@ -27,7 +32,8 @@
 //    pulled, ensure() and ready_now() fail at once with EIO (logged once per object,
 //    naming the nodes whose return would make it available), progress counts it, and
 //    the run stays in state "incomplete" — never "done": recovered_through does not
-//    advance and no node deletes old copies (cleanup waits for every node's "done").
+//    advance. Old copies of other objects still go (rule 7, above); the unavailable
+//    object's own replica set can not vouch for it, so its old copies stay.
 //    A later epoch decides again (a holder that came back makes it recover normally);
 //    forget() (a remove or a replacing copy-on-write) also clears it.
 //  - recovered_through advances to an epoch only after every object this node holds
@@ -44,6 +50,7 @@
 
 #include "cluster/epoch_state.h"
 #include "cluster/membership.h"
+#include "cluster/old_copies.h"
 #include "cluster/peer_transport.h"
 #include "cluster/recovery_authority.h"
 #include "engine/local_store.h"
@@ -94,6 +101,12 @@ class Recovery {
   void set_used_bytes(uint64_t bytes) { used_bytes_.store(bytes); }
   // The epochs whose recovery this node completed. Any thread.
   RecoveredEpochs recovered() const;
+  // True once every object this node must hold in `epoch` is here at its newest
+  // version (that run pulled everything and found nothing unavailable), so an object
+  // it lacks was removed on purpose. Any thread.
+  bool current_in(uint64_t epoch) const {
+    return done_epoch_.load(std::memory_order_acquire) == epoch;
+  }
 
  private:
   struct Pending {
@@ -124,7 +137,10 @@ class Recovery {
   // the run's books; on failure the object goes back to the queue.
   Task<Status> pull_taken(std::shared_ptr<Run> run, ObjectId id, Pending pending);
   Task<void> pull_in_background(std::shared_ptr<Run> run, ObjectId id, Pending pending);
+  // Old-copy passes (rule 7) for the run's epoch, with backoff, until none is left.
   Task<void> cleanup(std::shared_ptr<Run> run);
+  // Sleeps `duration` in short slices; false if the run ended meanwhile.
+  Task<bool> nap(const Run& run, std::chrono::milliseconds duration);
   void publish(const Run& run);
 
   LocalStore& store_;
@@ -134,6 +150,7 @@ class Recovery {
   const ReactorPool& reactors_;
   Uuid self_;
   RecoveryOptions options_;
+  OldCopies old_copies_;
 
   mutable std::mutex mutex_;
   std::shared_ptr<Run> run_;

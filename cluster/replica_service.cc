@@ -228,6 +228,21 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       break;
     }
     case PeerOp::kObjectVersion: {
+      if ((request.flags & kPeerFlagDurable) != 0) {
+        // Rule 7: the asker deletes its old copy on this answer, so the version said
+        // must be durable here; absence counts only once this node holds all it must.
+        const bool current = recovery_ != nullptr && recovery_->current_in(epoch);
+        auto synced = co_await store_->sync_object(request.id);
+        if (!synced) {
+          reply.durable = synced.status().code() == ENOENT && current;
+          finish(synced.status());
+          break;
+        }
+        reply.version = synced->version;
+        reply.object_size = synced->object_size;
+        reply.durable = true;
+        break;
+      }
       auto info = co_await store_->stat_object(request.id);
       if (!info) {
         finish(info.status());

@@ -16,6 +16,11 @@
 //    flight hold the room, it waits for them, up to 5 s). A kWrite with
 //    kPeerFlagResync is a resync: installed whole and durable at its version unless the
 //    copy held is newer (EAGAIN), never refused for space.
+//  - kObjectVersion with kPeerFlagDurable (rule 7, cluster/old_copies.h): the copy is
+//    made durable first (LocalStore::sync_object; a failed fdatasync fails the store,
+//    never retried) and the reply says so (PeerReply::durable). An ENOENT reply says
+//    so only if this node's recovery of the epoch had completed before it looked
+//    (Recovery::current_in): then the object was removed on purpose.
 #pragma once
 
 #include <functional>

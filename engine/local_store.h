@@ -26,6 +26,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <list>
 #include <memory>
 #include <string>
@@ -119,6 +120,21 @@ class LocalStore final : public ObjectStore {
   Task<Status> install_unless_newer(ObjectId id, ObjectVersion version, uint32_t object_size,
                                     std::span<const uint8_t> data);
 
+  // Old copies (DESIGN.md rule 7, cluster/old_copies.h):
+  // sync_object makes this copy durable: once every write it accepted has completed,
+  // it fdatasyncs the object's file (and the objects directory if it has unsynced
+  // entries) and returns the version and size the copy held then, durable on return.
+  // ENOENT if absent. A failed fdatasync is never retried: the store fails (failed()),
+  // as after a failed flush(). The dirty tracking is left to flush().
+  Task<Result<ObjectCopyInfo>> sync_object(ObjectId id);
+  // remove_old_copy removes this copy under the object's exclusive lock, only if the
+  // version it holds is at or below `at_most` (else EAGAIN) and `may_remove()`, called
+  // there on the owner reactor right before, returns true (else ECANCELED); nothing
+  // changes otherwise. The object leaves the object list before the unlink is issued,
+  // so a list_all() that starts after that check never shows it. ENOENT if absent.
+  Task<Status> remove_old_copy(ObjectId id, ObjectVersion at_most,
+                               std::function<bool()> may_remove);
+
   // The objects named in the dirty logs that open() replayed (an unclean stop left
   // them with writes in flight), for the cluster layer to resync; empty after a clean
   // stop. Set once by open().
@@ -177,6 +193,9 @@ class LocalStore final : public ObjectStore {
   Task<Status> remove_local(ObjectId id);
   Task<Status> create_from_local(ObjectId dst, ObjectId src, ObjectVersion version);
   Task<Result<FetchedObject>> fetch_local(ObjectId id);
+  Task<Result<ObjectCopyInfo>> sync_object_local(ObjectId id);
+  Task<Status> remove_old_copy_local(ObjectId id, ObjectVersion at_most,
+                                     std::function<bool()> may_remove);
   Task<Result<std::vector<uint32_t>>> bad_blocks_local(ObjectId id);
   enum class InstallIf { kAlways, kNewer, kNotOlder };
   Task<Status> install_checked(ObjectId id, ObjectVersion version, uint32_t object_size,

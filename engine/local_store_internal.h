@@ -4,7 +4,8 @@
 //    dirty log), holding objects, and the data path (read, write, zero, remove,
 //    create_from, flush).
 //  - local_store_versions.cc: versions and the fence, the object list cache, and the
-//    calls that serve recovery and `cluster check` (stat_object ... install).
+//    calls that serve recovery, `cluster check` and old-copy removal (stat_object ...
+//    install, sync_object, remove_old_copy).
 //
 // Contract: an Object and the Shard that holds it are touched only on that shard's
 // reactor (LocalStore::owner()); nothing here locks. An Object is used only while

@@ -1,7 +1,8 @@
 // LocalStore: object versions and the fence, the object list cache (built at open()
 // from the object headers, then kept current by every operation), and the calls that
 // serve recovery and `cluster check`: stat_object, version_of, list_all, fetch,
-// bad_blocks, install. The contract is in local_store.h ("Versions and recovery");
+// bad_blocks, install, and the two that serve old-copy removal (rule 7): sync_object,
+// remove_old_copy. The contract is in local_store.h ("Versions and recovery");
 // the data path, which fences and stores versions through these helpers, is in
 // local_store.cc.
 #include "engine/local_store.h"
@@ -163,6 +164,67 @@ Task<Result<FetchedObject>> LocalStore::fetch_local(ObjectId id) {
   Status st = co_await read_verified(object, 0, fetched.data.span());
   if (!st.is_ok()) co_return st;
   co_return std::move(fetched);
+}
+
+Task<Result<ObjectCopyInfo>> LocalStore::sync_object(ObjectId id) {
+  return run_on(owner(id), sync_object_local(id));
+}
+
+Task<Result<ObjectCopyInfo>> LocalStore::sync_object_local(ObjectId id) {
+  Shard& shard = shard_of(id);
+  // Shared and whole: every write this copy accepted has completed (its data and its
+  // version are in the page cache), none is running.
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, false);
+  if (!held) co_return held.status();
+  if (failed_) co_return Status::error(EIO, "store refuses writes after a failed fdatasync");
+  auto it = shard.listed.find(id);
+  if (it == shard.listed.end()) co_return Status::error(ENOENT, "object " + id.to_hex() + " not found");
+  ObjectCopyInfo info{it->second.version, it->second.object_size};
+  // Later writes may go on (they are newer); the pin keeps the fd open. fdatasync
+  // makes everything written before it durable, whatever other syncs run meanwhile,
+  // so it is issued even if the object looks clean (an eviction may be syncing it).
+  held->guard.release();
+  Status st = co_await sync_or_fail(held->object().fd, id);
+  // A directory entry is durable once a sync of the directory began after it was made.
+  if (st.is_ok() && shard.dir_dirty) st = co_await sync_or_fail(shard.dir_fd, id);
+  if (!st.is_ok()) co_return st;
+  co_return info;
+}
+
+Task<Status> LocalStore::remove_old_copy(ObjectId id, ObjectVersion at_most,
+                                         std::function<bool()> may_remove) {
+  return run_on(owner(id), remove_old_copy_local(id, at_most, std::move(may_remove)));
+}
+
+Task<Status> LocalStore::remove_old_copy_local(ObjectId id, ObjectVersion at_most,
+                                               std::function<bool()> may_remove) {
+  Shard& shard = shard_of(id);
+  // Exclusive and whole: no write, install or fetch of this copy runs meanwhile.
+  auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, true);
+  if (!held) co_return held.status();
+  auto it = shard.listed.find(id);
+  if (it == shard.listed.end()) co_return Status::error(ENOENT, "object " + id.to_hex() + " not found");
+  if (it->second.version > at_most) {
+    co_return Status::error(EAGAIN, "object " + id.to_hex() + " holds a newer version");
+  }
+  if (!may_remove()) co_return Status::error(ECANCELED, "object " + id.to_hex() + " is wanted again");
+  // No suspension between the check and this: a listing that begins after the check
+  // (a new epoch's recovery) never sees a copy that is about to go.
+  Shard::Listed was = it->second;
+  shard.listed.erase(it);
+  Status st = co_await io_.unlink(object_path(id));
+  if (!st.is_ok()) {
+    shard.listed[id] = was;
+    co_return io_failure(st, id, "remove");
+  }
+  Object& object = held->object();
+  object.gone = true;
+  shard.dirty.erase(id);
+  shard.dir_dirty = true;
+  shard.lru.erase(object.lru_pos);
+  shard.objects.erase(id);  // `held` keeps the object alive until it releases it
+  object_count_.fetch_sub(1);
+  co_return Status::ok();
 }
 
 Task<Result<std::vector<uint32_t>>> LocalStore::bad_blocks(ObjectId id) {

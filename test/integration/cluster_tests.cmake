@@ -30,3 +30,5 @@ kelpie_integration_test(cluster_enospc cluster_enospc_test.sh 180)
 kelpie_integration_test(cluster_unavailable cluster_unavailable_test.sh 300)
 kelpie_integration_test(cluster_unavailable_zk cluster_unavailable_test.sh 300)
 set_property(TEST integration.cluster_unavailable_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")
+# DESIGN.md rule 7: old copies go per object while a node never reports "done".
+kelpie_integration_test(cluster_old_copies cluster_old_copies_test.sh 180)

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cluster/peer_wire.h"
+#include "cluster/replica_service.h"
 #include "test/unit/store_fixture.h"
 
 namespace kelpie {
@@ -202,6 +203,72 @@ TEST_F(OldCopyStoreTest, RemovedCopyStaysGoneAcrossARestart) {
   start();
   EXPECT_TRUE(listed(keep));
   EXPECT_FALSE(listed(drop));
+}
+
+// The replica's side: OBJECT_VERSION with DURABLE through ReplicaService (one node,
+// no recovery: it can never vouch that an absent object was removed on purpose).
+class ReplicaDurableTest : public OldCopyStoreTest {
+ protected:
+  void on_started() override {
+    epochs_ = std::make_unique<EpochState>(*pool_);
+    EpochRecord record;
+    record.epoch = 1;
+    record.cluster = cluster_;
+    record.copies = 1;
+    record.min_copies = 1;
+    MemberInfo me;
+    me.id = self_;
+    me.vnodes = 128;
+    record.nodes.push_back(me);
+    auto view = make_epoch_view(record, self_);
+    ASSERT_TRUE(view);
+    epochs_->publish(*view);
+    ASSERT_TRUE(r0().block_on(epochs_->wait_any(std::chrono::steady_clock::now() + std::chrono::seconds(5))));
+    Uuid cluster = cluster_;
+    service_ = std::make_unique<ReplicaService>(store_.get(), nullptr, *epochs_, self_,
+                                                [cluster] { return cluster; });
+  }
+  void on_stopping() override {
+    service_.reset();
+    epochs_.reset();
+  }
+  PeerReply ask(ObjectId id, uint32_t flags, uint64_t epoch = 1) {
+    PeerRequest request;
+    request.op = PeerOp::kObjectVersion;
+    request.epoch = epoch;
+    request.id = id;
+    request.flags = flags;
+    return r0().block_on(service_->apply(request, {}));
+  }
+
+  Uuid self_ = Uuid{{1, 2, 3, 4}};
+  Uuid cluster_ = Uuid{{9, 9, 9, 9}};
+  std::unique_ptr<EpochState> epochs_;
+  std::unique_ptr<ReplicaService> service_;
+};
+
+TEST_F(ReplicaDurableTest, AnswersDurableOnlyWhenAskedAndHeld) {
+  ObjectId id = ObjectId::data(40, 40, 1);
+  ASSERT_TRUE(write_v(id, 1, {2, 5}, true).is_ok());
+  PeerReply durable = ask(id, kPeerFlagDurable);
+  EXPECT_EQ(durable.status, 0) << durable.message;
+  EXPECT_TRUE(durable.durable);
+  EXPECT_EQ(durable.version, (ObjectVersion{2, 5}));
+  EXPECT_EQ(durable.object_size, kObjectSize);
+
+  PeerReply plain = ask(id, 0);
+  EXPECT_EQ(plain.status, 0);
+  EXPECT_FALSE(plain.durable) << "not asked: no sync, no claim";
+  EXPECT_EQ(plain.version, (ObjectVersion{2, 5}));
+
+  PeerReply absent = ask(ObjectId::data(40, 40, 2), kPeerFlagDurable);
+  EXPECT_EQ(absent.status, ENOENT);
+  EXPECT_FALSE(absent.durable) << "no recovery here to say the absence is settled";
+
+  PeerReply other_epoch = ask(id, kPeerFlagDurable, 2);
+  EXPECT_EQ(other_epoch.status, kEpochMismatch);
+  EXPECT_FALSE(other_epoch.durable);
+  EXPECT_FALSE(store_->failed());
 }
 
 }  // namespace

@@ -23,7 +23,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: kelpied --data DIR [--nbd-listen HOST:PORT|none] [--nbd-unix PATH|none]\n"
-    "               [--admin-listen HOST:PORT] [--threads N] [--log-level LEVEL]\n"
+    "               [--admin-listen HOST:PORT] [--threads N] [--poll-us N] [--log-level LEVEL]\n"
     "               [--log-file FILE] [--pid-file FILE]\n"
     "               [--cluster local:STATE_DIR|zookeeper:HOST:PORT[,...]/PATH[?session_timeout_ms=N]\n"
     "                [--listen HOST:PORT|unix:PATH] [--zone ZONE] [--vnodes N|auto] [--gateway]\n"
@@ -73,6 +73,14 @@ Flags parse_flags(int argc, char** argv) {
       long n = std::strtol(value.c_str(), &end, 10);
       if (*end != '\0' || n < 1 || n > 256) usage_error("--threads must be a number from 1 to 256");
       flags.node.threads = static_cast<unsigned>(n);
+    } else if (arg == "--poll-us") {
+      // The longest adaptive poll of a reactor before it sleeps (engine/reactor.h).
+      char* end = nullptr;
+      long n = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || n < 0 || n > 1000) {
+        usage_error("--poll-us must be a number of microseconds from 0 to 1000 (0: never poll)");
+      }
+      flags.node.poll_us = static_cast<unsigned>(n);
     } else if (arg == "--log-level") {
       if (value != "trace" && value != "debug" && value != "info" && value != "warn" &&
           value != "error" && value != "critical") {

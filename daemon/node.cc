@@ -65,7 +65,7 @@ Status Node::open() {
 
   std::vector<Reactor*> raw;
   for (unsigned i = 0; i < options_.threads; ++i) {
-    reactors_.push_back(std::make_unique<Reactor>(i, 256));
+    reactors_.push_back(std::make_unique<Reactor>(i, 256, options_.poll_us));
     raw.push_back(reactors_.back().get());
   }
   for (auto& reactor : reactors_) {

@@ -32,6 +32,9 @@ struct NodeOptions {
   std::string nbd_unix;  // default DATA/nbd.sock; "none" disables
   std::string admin_address = "127.0.0.1:7000";
   unsigned threads = 0;  // 0: cores / kelpied processes on this host
+  // A reactor polls up to this long for its next event before it sleeps, only
+  // while its events come faster (engine/reactor.h); 0 never polls.
+  unsigned poll_us = 64;
   // Cluster (issue 3). cluster empty: a single node, no peers.
   std::string cluster;      // "local:/state/dir"
   std::string listen;       // peer address; default unix:DATA/peer.sock

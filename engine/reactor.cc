@@ -4,7 +4,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "common/log.h"
 
@@ -13,9 +15,16 @@ namespace {
 thread_local Reactor* current_reactor = nullptr;
 // user_data of the eventfd read; never a valid Completion pointer.
 constexpr uint64_t kEventFdTag = 1;
+
+int64_t monotonic_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return int64_t(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
 }  // namespace
 
-Reactor::Reactor(unsigned index, unsigned queue_depth) : index_(index) {
+Reactor::Reactor(unsigned index, unsigned queue_depth, unsigned poll_max_us)
+    : index_(index), poll_max_ns_(int64_t(poll_max_us) * 1000) {
   io_uring_params params{};
   // One thread submits to this ring and reaps it (run()), so completions can wait
   // until that thread asks for them: DEFER_TASKRUN runs their task work inside its
@@ -85,6 +94,7 @@ void Reactor::post(std::coroutine_handle<> h) {
   {
     std::lock_guard lock(inbox_mutex_);
     inbox_.push_back(h);
+    posted_.store(true, std::memory_order_relaxed);
     need_wake = sleeping_;
     sleeping_ = false;
   }
@@ -109,6 +119,28 @@ void Reactor::drain_inbox() {
   if (inbox_.empty()) return;
   ready_.insert(ready_.end(), inbox_.begin(), inbox_.end());
   inbox_.clear();
+  posted_.store(false, std::memory_order_relaxed);
+}
+
+bool Reactor::poll_until(int64_t deadline_ns) {
+  for (unsigned spins = 0;; ++spins) {
+    if (io_uring_cq_ready(&ring_) > 0) return true;
+    // With DEFER_TASKRUN a socket completion is task work that only an enter runs.
+    io_uring_get_events(&ring_);
+    if (io_uring_cq_ready(&ring_) > 0) return true;
+    if (posted_.load(std::memory_order_relaxed)) return true;
+    if (stop_requested_.load(std::memory_order_relaxed)) return true;
+    if ((spins & 3) == 3 && monotonic_ns() >= deadline_ns) return false;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+int64_t next_poll_ns(int64_t poll_ns, int64_t waited_ns, int64_t poll_max_ns) {
+  if (waited_ns <= poll_ns) return poll_ns;  // the poll caught it: keep polling this long
+  if (waited_ns > poll_max_ns) return 0;     // slower than any poll worth paying for: sleep at once
+  return poll_ns == 0 ? std::min(kPollStartNs, poll_max_ns) : std::min(poll_ns * 2, poll_max_ns);
 }
 
 void Reactor::run() {
@@ -130,10 +162,21 @@ void Reactor::run() {
       drain_inbox();
     }
     if (stop_requested_.load()) break;
-    bool may_sleep;
+    bool idle;
     {
       std::lock_guard lock(inbox_mutex_);
-      may_sleep = inbox_.empty() && deferred_.empty();
+      idle = inbox_.empty() && deferred_.empty();
+    }
+    // An idle wait is timed (from here to the next event) to adapt the poll.
+    const int64_t idle_since = idle && poll_max_ns_ > 0 ? monotonic_ns() : 0;
+    bool may_sleep = idle;
+    if (idle && poll_ns_ > 0) {
+      io_uring_submit(&ring_);
+      may_sleep = !poll_until(idle_since + poll_ns_);
+    }
+    if (may_sleep) {
+      std::lock_guard lock(inbox_mutex_);
+      may_sleep = inbox_.empty();
       sleeping_ = may_sleep;
     }
     // Not sleeping still enters the kernel for events: deferred task work (socket
@@ -147,6 +190,7 @@ void Reactor::run() {
       std::lock_guard lock(inbox_mutex_);
       sleeping_ = false;
     }
+    if (idle_since != 0) poll_ns_ = next_poll_ns(poll_ns_, monotonic_ns() - idle_since, poll_max_ns_);
     io_uring_cqe* cqe;
     unsigned head;
     unsigned seen = 0;

@@ -16,6 +16,13 @@
 //    `co_await switch_to(r)` moves the awaiting coroutine onto reactor r.
 //  - block_on() lets a non-reactor thread (admin, main) run a Task on a reactor and
 //    wait for its result.
+//  - Polling (adaptive, like QEMU's poll-max-ns): with nothing to run, the loop
+//    spins on the completion queue, the ring's task-work flag and the inbox for up
+//    to poll_ns before it sleeps in io_uring_enter. poll_ns starts at 0; a wait
+//    no longer than `poll_max_us` doubles it (from 4 us), a longer one resets it to 0,
+//    so a reactor polls only while its events come back faster than a sleep and a
+//    wake-up would take (QD1 reads), and sleeps at once while it waits on peers or
+//    disks. poll_max_us 0 (the default) never polls.
 //  - Time: sleep_for() and Timer (IORING_OP_TIMEOUT) wait on the current reactor
 //    without a thread; async_connect() bounds a connect with a linked timeout.
 #pragma once
@@ -40,8 +47,9 @@ namespace kelpie {
 
 class Reactor {
  public:
-  // `index` names the reactor in logs and in object ownership.
-  Reactor(unsigned index, unsigned queue_depth);
+  // `index` names the reactor in logs and in object ownership; `poll_max_us`
+  // bounds the adaptive poll before sleeping (0: never poll).
+  Reactor(unsigned index, unsigned queue_depth, unsigned poll_max_us = 0);
   ~Reactor();
   Reactor(const Reactor&) = delete;
   Reactor& operator=(const Reactor&) = delete;
@@ -81,8 +89,13 @@ class Reactor {
   void arm_eventfd_read();
   void drain_inbox();
   void wake();
+  // Spins until a completion, deferred task work or a post() is there (true) or
+  // `deadline_ns` (CLOCK_MONOTONIC) passes (false). SQEs must be submitted first.
+  bool poll_until(int64_t deadline_ns);
 
   unsigned index_;
+  int64_t poll_max_ns_ = 0;
+  int64_t poll_ns_ = 0;
   io_uring ring_;
   int event_fd_ = -1;
   uint64_t eventfd_value_ = 0;
@@ -93,8 +106,15 @@ class Reactor {
   std::mutex inbox_mutex_;
   std::vector<std::coroutine_handle<>> inbox_;
   bool sleeping_ = false;
+  std::atomic<bool> posted_{false};  // inbox_ may be non-empty (read while polling)
   std::atomic<bool> stop_requested_{false};
 };
+
+// The adaptive poll (see the contract above): the poll after an idle wait of
+// `waited_ns` (poll plus sleep) that followed a poll of `poll_ns`. Pure; exposed
+// for tests.
+constexpr int64_t kPollStartNs = 4'000;
+int64_t next_poll_ns(int64_t poll_ns, int64_t waited_ns, int64_t poll_max_ns);
 
 // Awaitable for one io_uring operation; `prep` fills the SQE.
 template <typename Prep>

@@ -43,6 +43,16 @@ PY
 # md5 of stdin.
 md5() { md5sum | cut -d' ' -f1; }
 
+# kelpied's own usage errors: exit 2, the message first, then the usage.
+for bad in abc -1 1001 ""; do
+  status=0
+  "$KELPIED" --data "$T/never" --poll-us "$bad" >"$T/stdout" 2>"$T/stderr" || status=$?
+  [ "$status" = 2 ] || fail "kelpied --poll-us '$bad': exit status $status, want 2"
+  [ "$(head -n1 "$T/stderr")" = "kelpied: --poll-us must be a number of microseconds from 0 to 1000 (0: never poll)" ] ||
+    fail "kelpied --poll-us '$bad': stderr starts '$(head -n1 "$T/stderr")'"
+  [ ! -e "$T/never" ] || fail "kelpied --poll-us '$bad' created its data directory"
+done
+
 start_kelpied cli
 A=(--addr "$KD_ADMIN")
 MiB=1048576

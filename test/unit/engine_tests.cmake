@@ -1,3 +1,4 @@
+kelpie_unit_test(reactor_test kelpie_engine)
 kelpie_unit_test(object_id_test kelpie_engine)
 kelpie_unit_test(local_store_test kelpie_engine)
 kelpie_unit_test(inode_test kelpie_engine)

@@ -90,8 +90,10 @@ bool contains(const std::vector<Uuid>& set, const Uuid& id) {
   return std::find(set.begin(), set.end(), id) != set.end();
 }
 
-// Could cleanup of epoch j have run? Only once every member of j completed j: not if
-// a member that answered says it did not.
+// Could cleanup of epoch j have run under the old whole-epoch rule? Only once every
+// member of j completed j: not if a member that answered says it did not. (Per-object
+// removal, rule 7, does not wait for that; cluster/old_copies.h argues why a walk that
+// relies on this stays sound.)
 bool cleanup_may_have_run(const EpochHistory& history, const HeardNodes& heard, uint64_t j) {
   for (const MemberInfo& m : history.record(j).nodes) {
     auto it = heard.find(m.id);

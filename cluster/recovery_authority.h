@@ -18,11 +18,14 @@
 //     be over, so none was acknowledged in c before the decision.
 //  F2 Copies never roll back (an install never replaces a newer copy; a later writer
 //     has a higher generation). A copy goes away only by a delete of its VDI, or by
-//     recovery's cleanup of epoch j on a node outside R_j(X) — and cleanup of j runs
-//     only after every member of epoch j completed recovery of j (and recorded it
-//     durably before saying so, and says so only while epoch j is still its newest:
-//     a member that answered a later epoch's listing with "not completed j" never
-//     says "done" for j afterwards).
+//     old-copy removal in epoch j on a node outside R_j(X), once every member of
+//     R_j(X) (a writable set) held a copy at least as new durably, or had completed j
+//     and removed X on purpose (cluster/old_copies.h, rule 7, which argues why this
+//     walk stays sound). Nodes of older versions remove old copies of j only after
+//     every member of j completed recovery of j (recorded durably before saying so,
+//     and only while j is still its newest: a member that answered a later epoch's
+//     listing with "not completed j" never says "done" for j afterwards); the walk
+//     below still leans on that rule only as extra caution.
 //  F3 h completed epoch r (recovered_through, or a bit of the window before it) means:
 //     h completed recovery of epoch r (every object
 //     it must hold in r that any node listed was judged authoritative and pulled,

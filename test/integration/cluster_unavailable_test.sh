@@ -28,7 +28,8 @@ PHASE="B down, recovery, P2"
 kill_node 1
 wait_settled 3 30
 wait_recovery_done 90
-# Old copies go once every node is done: then each object is on exactly 2 of 2,3,4.
+# Old copies go per object once its replicas hold it durably (rule 7): then each
+# object is on exactly 2 of 2,3,4.
 _placed_twice() {
   local counts
   counts=$(for i in 2 3 4; do objects_of "$i"; done | sort | uniq -c | awk '{print $1}' | sort -u)

@@ -20,8 +20,13 @@ namespace {
 
 // In the data directory: "<through> <earlier>" in decimal (RecoveredEpochs).
 constexpr const char* kRecoveredThroughFile = "RECOVERED_THROUGH";
-// Listing retries after which a history that still lacks the epoch is given up on.
+// Listing retries (50 ms apart) after which a history that still lacks the epoch
+// is retried slowly (1 s, doubling to 30 s) with the node "incomplete". Never given
+// up on: judging from this epoch alone would make every copy authoritative, the
+// unsafe direction of DESIGN.md rule 2 (cluster/recovery_authority.h).
 constexpr int kHistoryAttempts = 100;
+constexpr auto kHistoryFirstPause = std::chrono::milliseconds(1000);
+constexpr auto kHistoryLongestPause = std::chrono::milliseconds(30000);
 
 RecoveredEpochs load_recovered(const std::string& data_dir) {
   std::ifstream in(data_dir + "/" + kRecoveredThroughFile);
@@ -47,6 +52,9 @@ struct Recovery::Run {
   std::shared_ptr<const EpochView> view;
   // Guarded by Recovery::mutex_.
   std::string state = "listing";
+  // Set once listing and the authority decision are over: until then every object
+  // is unknown (ensure() waits, ready_now() answers kNotReady), whatever `state` says.
+  bool listed = false;
   std::unordered_map<ObjectId, Pending, ObjectIdHash> pending;
   std::deque<ObjectId> queue;
   struct Unavailable {
@@ -54,7 +62,9 @@ struct Recovery::Run {
     bool logged = false;
   };
   std::unordered_map<ObjectId, Unavailable, ObjectIdHash> unavailable;
+  // Only the run coroutine touches these two.
   int history_failures = 0;
+  bool history_missing = false;  // the last listing failed for want of an epoch history
   uint64_t to_recover = 0;
   uint64_t done = 0;
   uint64_t bytes = 0;
@@ -169,16 +179,38 @@ void Recovery::publish_now() {
 
 Task<void> Recovery::run(std::shared_ptr<Run> run) {
   publish(*run);
-  // Listing: every storage node of the epoch, until it answers in this epoch.
+  // Listing: every storage node of the epoch, until it answers in this epoch, and
+  // an epoch history to judge authority with.
+  auto history_pause = kHistoryFirstPause;
   for (;;) {
     if (run->abandoned || stopping_) co_return;
     Status listed = co_await list_all(run);
     if (listed) break;
     if (listed.code() == ECANCELED) co_return;
-    co_await sleep_for(std::chrono::milliseconds(50));
+    if (!run->history_missing || run->history_failures < kHistoryAttempts) {
+      co_await sleep_for(std::chrono::milliseconds(50));
+      continue;
+    }
+    if (run->history_failures == kHistoryAttempts) {
+      // Once per run: objects stay unknown (as while listing), the node never says
+      // "done" on a judgement it could not make.
+      KELPIE_LOG_ERROR("epoch {}: no usable epoch history after {} attempts ({}): objects "
+                       "stay unknown here, retrying every {}..{} s",
+                       run->epoch(), kHistoryAttempts, listed.message(),
+                       kHistoryFirstPause.count() / 1000, kHistoryLongestPause.count() / 1000);
+      {
+        std::lock_guard lock(mutex_);
+        run->state = "incomplete";
+      }
+      publish(*run);
+    }
+    bool slept = co_await nap(*run, history_pause);
+    if (!slept) co_return;
+    history_pause = std::min(history_pause * 2, kHistoryLongestPause);
   }
   {
     std::lock_guard lock(mutex_);
+    run->listed = true;
     // "done" only once it is recorded durably (below): a lister of a later epoch may
     // then rely on it (cluster/recovery_authority.h, F3).
     run->state = run->queue.empty() && !run->unavailable.empty() ? "incomplete" : "recovering";
@@ -265,6 +297,7 @@ Task<bool> Recovery::record_recovered(uint64_t epoch) {
 
 Task<Status> Recovery::list_all(std::shared_ptr<Run> run) {
   const EpochView& view = *run->view;
+  run->history_missing = false;  // set by decide() only
   std::unordered_map<ObjectId, Seen, ObjectIdHash> seen;
   HeardNodes heard;
   auto note = [&](NodeIndex node, const ListedObject& object) {
@@ -322,14 +355,12 @@ Status Recovery::decide(Run& run, const std::vector<EpochRecord>& records, const
                         std::unordered_map<ObjectId, Seen, ObjectIdHash>& seen) {
   const EpochView& view = *run.view;
   Result<EpochHistory> history = EpochHistory::build(records, view.epoch());
-  if (!history && ++run.history_failures < kHistoryAttempts) {
-    return Status::error(EAGAIN, history.status().message());  // the driver catches up
-  }
+  run.history_missing = !history;
   if (!history) {
-    KELPIE_LOG_ERROR("epoch {}: no usable epoch history ({}): judging from this epoch alone",
-                     view.epoch(), history.status().message());
-    history = EpochHistory::build({view.record}, view.epoch());
-    if (!history) return history.status();
+    // The driver catches up (run() retries, slowly after kHistoryAttempts). Never
+    // judged from this epoch alone: every copy would look authoritative.
+    ++run.history_failures;
+    return Status::error(EAGAIN, history.status().message());
   }
   std::vector<std::pair<ObjectId, Pending>> found;
   std::vector<std::pair<ObjectId, AuthorityDecision>> unavailable;
@@ -493,7 +524,7 @@ Task<Status> Recovery::ensure(const ObjectId& id, uint64_t epoch) {
     {
       std::lock_guard lock(mutex_);
       run = run_;
-      if (run && run->epoch() == epoch && run->state != "listing") {
+      if (run && run->epoch() == epoch && run->listed) {
         Status available = unavailable_locked(*run, id);
         if (!available) co_return available;
         auto it = run->pending.find(id);
@@ -555,7 +586,7 @@ Status Recovery::ready_now(const ObjectId& id, uint64_t epoch) {
   {
     std::lock_guard lock(mutex_);
     if (run_ && run_->epoch() > epoch) return Status::error(kEpochMismatch, "epoch moved on");
-    if (!run_ || run_->epoch() != epoch || run_->state == "listing") {
+    if (!run_ || run_->epoch() != epoch || !run_->listed) {
       return Status::error(kNotReady, "this node is still listing the objects of epoch " +
                                           std::to_string(epoch));
     }
@@ -575,6 +606,11 @@ Status Recovery::ready_now(const ObjectId& id, uint64_t epoch) {
   // Outside the mutex: the pull may settle its books before its first suspension.
   if (run) spawn(pull_in_background(std::move(run), id, std::move(pending)));
   return Status::error(kNotReady, "object " + id.to_hex() + " is being recovered here");
+}
+
+bool Recovery::unavailable(const ObjectId& id, uint64_t epoch) const {
+  std::lock_guard lock(mutex_);
+  return run_ && run_->epoch() == epoch && run_->unavailable.count(id) > 0;
 }
 
 void Recovery::forget(const ObjectId& id, uint64_t epoch) {

@@ -18,6 +18,12 @@
 //    changes or on stop(). One log line per pass that removed something.
 //  - Until listing is over, every object is unknown: ensure() waits. A pending
 //    object asked for by a client jumps the queue: ensure() pulls it at once.
+//  - Listing is over only with an epoch history that reaches this epoch (the
+//    driver's epoch_history()). Without one, listing is retried every 50 ms, and
+//    after 100 attempts every 1 s, doubling to 30 s, with the run in state
+//    "incomplete" (logged once) while objects stay unknown: authority is never
+//    judged from this epoch alone (that would make every copy authoritative, the
+//    unsafe direction of rule 2), so such a run never says "done".
 //  - Throttle: at most `workers` pulls in flight and at most `max_bytes_per_s` over
 //    all of them (each worker pauses after a pull); pulls started by reads
 //    (ready_now) add at most one more in flight.
@@ -85,6 +91,8 @@ class Recovery {
   Status ready_now(const ObjectId& id, uint64_t epoch);
   // Forget any pending pull of `id` (the object is being replaced or removed).
   void forget(const ObjectId& id, uint64_t epoch);
+  // True if `id` was judged unavailable in `epoch` here (rule 2; see Authority). Any thread.
+  bool unavailable(const ObjectId& id, uint64_t epoch) const;
 
   struct Progress {
     uint64_t epoch = 0;

@@ -185,8 +185,22 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       break;
     }
     case PeerOp::kRemove: {
-      if (recovery_ != nullptr) recovery_->forget(request.id, epoch);
-      finish(co_await store_->remove(request.id));
+      // Fenced like a write (header): the copy judged against must be the newest
+      // one, so a pending object is pulled first. An unavailable object (rule 2) has
+      // no newest copy to judge by; its remove goes on as before and clears the mark.
+      Status ready = co_await ensure(request.id);
+      if (!ready && !(recovery_ != nullptr && ready.code() == EIO &&
+                      recovery_->unavailable(request.id, epoch))) {
+        finish(ready);
+        break;
+      }
+      if (epochs_.latest_epoch() != epoch) {  // the epoch moved while it waited
+        reply.status = kEpochMismatch;
+        break;
+      }
+      Status removed = co_await store_->remove_versioned(request.id, request.version);
+      if (removed && recovery_ != nullptr) recovery_->forget(request.id, epoch);
+      finish(removed);
       break;
     }
     case PeerOp::kSync:

@@ -8,6 +8,15 @@
 //  - Objects are served only once recovery says they are current here (ensure()).
 //  - Writes carry the writer's version; the local store refuses lower generations
 //    (ESTALE). A gateway-only node has no store and refuses data requests (EINVAL).
+//  - kRemove is fenced the same way (LocalStore::remove_versioned): a remover whose
+//    generation is below the highest generation the copy has stored or admitted gets
+//    ESTALE and the copy stays (an old gateway's late undo of a failed create, or its
+//    whole-object trim, must not remove what a newer attach wrote). The same or a newer
+//    generation removes it whatever its sequence: a VDI delete or reclaim raises the
+//    generation first (a directory operation), so it removes copies of any older
+//    writer. Like a write it first waits for recovery (ensure(): the copy judged is the
+//    newest); an object judged unavailable (rule 2) is removed without that wait, as
+//    before. An empty version is not fenced; an absent object is ok.
 //  - kAdmin is refused (ENOTSUP): admin requests between nodes use the admin
 //    protocol for now (docs/protocol.md).
 //  - Full ratio (rule 4): a request that makes an object (kWrite with kPeerFlagCreate,

@@ -171,8 +171,12 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
         KELPIE_LOG_ERROR("{} of object {} fenced by node {}: a newer attach owns this VDI ({})",
                          op_name(request.op), request.id.to_hex(), uuid_to_string(member.id),
                          reply.message);
-        // Not ours to settle: the object belongs to the newer attach now.
+        // Not ours to settle: the object belongs to the newer attach now. A remove
+        // says ESTALE so that an undo knows there is nothing of its own left to undo.
         result.sent = false;
+        if (request.op == PeerOp::kRemove) {
+          co_return fail(Status::error(ESTALE, "remove fenced by a newer attach"));
+        }
         co_return fail(Status::error(EIO, "write fenced by a newer attach"));
       }
       if (reply.status == kNotReady) {
@@ -302,6 +306,8 @@ Task<Status> ReplicatedStore::remove(ObjectId id) {
   request.id = id;
   Status status = co_await ordered_update(request, 0, UINT64_MAX / 2);
   if (status.is_ok()) removals_.fetch_add(1);  // forgets the full marks (see Shard)
+  // Fenced by a newer attach: this gateway's I/O fails with EIO, as its writes do.
+  if (status.code() == ESTALE) co_return Status::error(EIO, status.message());
   co_return status;
 }
 

@@ -13,7 +13,8 @@
 //    saying why. A stale-epoch answer or an unreachable replica: wait for the next
 //    epoch and retry on its replica set with the same version (idempotent), for up
 //    to `retry_deadline`, then EIO. A replica that refuses the version (ESTALE: a
-//    newer attach owns the VDI) makes the write fail with EIO.
+//    newer attach owns the VDI) makes the write or remove fail with EIO; an undo of
+//    a failed create refused so is over (the object is the newer attach's now).
 //  - Reads go to the local replica when there is one, else the primary, then the
 //    others; a replica answering EIO (bad checksum) is skipped for the next one.
 //  - flush() syncs every storage node of the epoch (one request each, in parallel).

@@ -103,7 +103,9 @@ Task<bool> ReplicatedStore::settle_once(Shard& shard, ObjectId id) {
     remove.id = id;
     remove.version = ObjectVersion{generation_.load(), sequence_.fetch_add(1) + 1};
     Status removed = co_await replicate(remove, false);
-    done = removed.is_ok();
+    // ESTALE: a newer attach made the object since (it owns the VDI now): none of
+    // this gateway's create is left to undo.
+    done = removed.is_ok() || removed.code() == ESTALE;
     if (!done) why = removed.to_string();
   } else {
     std::vector<NodeIndex> suspects;

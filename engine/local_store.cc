@@ -444,7 +444,11 @@ Task<Status> LocalStore::zero_versioned(ObjectId id, uint64_t offset, uint64_t l
                                         ObjectVersion version) {
   return run_on(owner(id), zero_local(id, offset, length, fua, version));
 }
-Task<Status> LocalStore::remove(ObjectId id) { return run_on(owner(id), remove_local(id)); }
+Task<Status> LocalStore::remove(ObjectId id) { return remove_versioned(id, {}); }
+
+Task<Status> LocalStore::remove_versioned(ObjectId id, ObjectVersion version) {
+  return run_on(owner(id), remove_local(id, version));
+}
 
 Task<Status> LocalStore::read_verified(Object& object, uint64_t first_block, std::span<uint8_t> out) {
   KELPIE_ASSERT(out.size() % kBlockSize == 0);
@@ -588,10 +592,14 @@ Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t lengt
   co_return st;
 }
 
-Task<Status> LocalStore::remove_local(ObjectId id) {
+Task<Status> LocalStore::remove_local(ObjectId id, ObjectVersion version) {
   Shard& shard = shard_of(id);
   auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, true);
   if (!held) co_return held.status().code() == ENOENT ? Status::ok() : held.status();
+  // Under the exclusive lock: an old gateway's late undo or trim must not remove
+  // what a newer attach wrote.
+  Status fenced = check_fence(shard, id, version);
+  if (!fenced.is_ok()) co_return fenced;
   Object& object = held->object();
   // Logged like a write: if the unlink outlives a crash but the map entry that
   // dropped it does not, recovery recreates zeros instead of leaving a hole.

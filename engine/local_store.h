@@ -13,9 +13,9 @@
 // of it. The object list cache (every id held, with version and size) is built at
 // open() from the headers and kept current by every operation; the calls below that
 // are not on ObjectStore serve recovery and `cluster check`.
-//  - Fence: a call with a non-empty version whose generation is below the highest
-//    generation this copy has stored or admitted fails with ESTALE and changes
-//    nothing. Calls with an empty version are not fenced and leave the version alone
+//  - Fence: a call with a non-empty version (remove_versioned included) whose
+//    generation is below the highest generation this copy has stored or admitted
+//    fails with ESTALE and changes nothing. Calls with an empty version are not fenced and leave the version alone
 //    (a create replaces the copy, so its version becomes {0, 0}).
 //  - A write or zero stores max(stored, version); a create, create_from or install
 //    stores exactly `version` (the copy is replaced).
@@ -90,6 +90,11 @@ class LocalStore final : public ObjectStore {
   Task<Status> zero_versioned(ObjectId id, uint64_t offset, uint64_t length, bool fua,
                               ObjectVersion version);
   Task<Status> create_from_versioned(ObjectId dst, ObjectId src, ObjectVersion version);
+  // remove() carrying the remover's version: fenced like a write (ESTALE, the copy is
+  // kept, when the remover's generation is below the highest this copy has stored or
+  // admitted: a newer attach wrote it). A remover of the same or a newer generation
+  // removes whatever sequence the copy holds. Empty version: not fenced. ok if absent.
+  Task<Status> remove_versioned(ObjectId id, ObjectVersion version);
 
   // From the object list cache, no I/O. ENOENT if this store does not hold the object.
   Task<Result<ObjectCopyInfo>> stat_object(ObjectId id);
@@ -190,7 +195,7 @@ class LocalStore final : public ObjectStore {
                             std::span<const uint8_t> data, bool fua);
   Task<Status> zero_local(ObjectId id, uint64_t offset, uint64_t length, bool fua,
                           ObjectVersion version);
-  Task<Status> remove_local(ObjectId id);
+  Task<Status> remove_local(ObjectId id, ObjectVersion version);
   Task<Status> create_from_local(ObjectId dst, ObjectId src, ObjectVersion version);
   Task<Result<FetchedObject>> fetch_local(ObjectId id);
   Task<Result<ObjectCopyInfo>> sync_object_local(ObjectId id);

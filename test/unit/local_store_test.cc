@@ -260,6 +260,35 @@ TEST_F(LocalStoreTest, FenceRefusesLowerGenerationAndChangesNothing) {
   EXPECT_EQ(version(id), (ObjectVersion{6, 1}));
 }
 
+// kRemove's fence (cluster/replica_service.h): an old gateway's late undo or trim
+// (generation 4) must not remove what a newer attach (generation 5) wrote.
+TEST_F(LocalStoreTest, RemoveIsFencedByGeneration) {
+  ObjectId id = ObjectId::data(13, 13, 0);
+  ASSERT_TRUE(write_v(id, 0, pattern(8192, 1), {5, 3}, true).is_ok());
+  EXPECT_EQ(r0().block_on(store_->remove_versioned(id, {4, 99})).code(), ESTALE);
+  EXPECT_EQ(*read(id, 0, 8192), pattern(8192, 1));  // still there, unchanged
+  EXPECT_EQ(version(id), (ObjectVersion{5, 3}));
+  EXPECT_EQ(list_all().size(), 1u);
+  stop(true);  // the fence comes back from the header
+  start();
+  EXPECT_EQ(r0().block_on(store_->remove_versioned(id, {4, 99})).code(), ESTALE);
+  EXPECT_EQ(*read(id, 0, 8192), pattern(8192, 1));
+  // The same generation removes it, whatever the sequence (its own earlier undo).
+  Status same = r0().block_on(store_->remove_versioned(id, {5, 1}));
+  EXPECT_TRUE(same.is_ok()) << same.to_string();
+  EXPECT_EQ(read(id, 0, 10).status().code(), ENOENT);
+  EXPECT_TRUE(list_all().empty());
+  // A newer generation (a VDI delete raises it first) removes any older writer's copy.
+  ASSERT_TRUE(write_v(id, 0, pattern(8192, 2), {5, 4}, true).is_ok());
+  Status newer = r0().block_on(store_->remove_versioned(id, {9, 1}));
+  EXPECT_TRUE(newer.is_ok()) << newer.to_string();
+  EXPECT_EQ(read(id, 0, 10).status().code(), ENOENT);
+  // An empty version is not fenced; an absent object is ok.
+  ASSERT_TRUE(write_v(id, 0, pattern(8192, 3), {7, 1}, true).is_ok());
+  EXPECT_TRUE(r0().block_on(store_->remove(id)).is_ok());
+  EXPECT_TRUE(r0().block_on(store_->remove_versioned(id, {1, 1})).is_ok());
+}
+
 TEST_F(LocalStoreTest, EmptyVersionLeavesTheStoredVersion) {
   ObjectId id = ObjectId::data(13, 13, 0);
   ASSERT_TRUE(write_v(id, 0, pattern(4096, 1), {7, 3}, true).is_ok());

@@ -271,5 +271,39 @@ TEST_F(ReplicaDurableTest, AnswersDurableOnlyWhenAskedAndHeld) {
   EXPECT_FALSE(store_->failed());
 }
 
+// kRemove through ReplicaService is fenced by the remover's generation
+// (cluster/replica_service.h): an old gateway's retried undo gets ESTALE and the newer
+// attach's object stays; the same or a newer generation removes it.
+TEST_F(ReplicaDurableTest, RemoveFromAnOlderGenerationIsRefused) {
+  ObjectId id = ObjectId::data(41, 41, 1);
+  ASSERT_TRUE(write_v(id, 7, {6, 2}, true).is_ok());  // the newer attach's create
+  PeerRequest remove;
+  remove.op = PeerOp::kRemove;
+  remove.epoch = 1;
+  remove.id = id;
+  remove.version = {5, 40};  // the old gateway's undo, sent late
+  PeerReply stale = r0().block_on(service_->apply(remove, {}));
+  EXPECT_EQ(stale.status, ESTALE) << stale.message;
+  EXPECT_TRUE(listed(id));
+  EXPECT_TRUE(file_exists(id));
+  std::vector<uint8_t> out(8192);
+  ASSERT_TRUE(r0().block_on(store_->read(id, 0, out)).is_ok());
+  EXPECT_EQ(out, std::vector<uint8_t>(8192, 7));
+
+  remove.version = {6, 1};  // the same generation: its own undo
+  PeerReply same = r0().block_on(service_->apply(remove, {}));
+  EXPECT_EQ(same.status, 0) << same.message;
+  EXPECT_FALSE(listed(id));
+  EXPECT_FALSE(file_exists(id));
+
+  ASSERT_TRUE(write_v(id, 8, {6, 3}, true).is_ok());
+  remove.version = {8, 1};  // a VDI delete: the generation was raised first
+  PeerReply newer = r0().block_on(service_->apply(remove, {}));
+  EXPECT_EQ(newer.status, 0) << newer.message;
+  EXPECT_FALSE(listed(id));
+  PeerReply absent = r0().block_on(service_->apply(remove, {}));
+  EXPECT_EQ(absent.status, 0) << absent.message;
+}
+
 }  // namespace
 }  // namespace kelpie

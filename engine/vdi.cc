@@ -112,6 +112,27 @@ Task<Status> Vdi::load() {
   co_return Status::ok();
 }
 
+Task<Status> Vdi::create_map_object(uint32_t k) {
+  // A new map object, or this head's own copy of an ancestor's (copy-on-write).
+  // Target before pointer: written in full and durable (FUA) before the table names
+  // it, so a power loss can not leave the inode naming a missing or zeroed map object
+  // (one whose writes were never flushed is recreated as zeros: a copied ancestor map
+  // would lose the entries of flushed data).
+  std::atomic<uint32_t>* chunk = map_[k].load();
+  Status st;
+  if (chunk == nullptr) {
+    st = co_await store_.write(map_id(k), 0, {}, {true, true, kMapObjectSize});
+  } else {
+    Buffer image = Buffer::get(kMapObjectSize);
+    for (uint32_t i = 0; i < kMapEntriesPerObject; ++i) put_le32(image.data() + 4 * i, chunk[i].load());
+    st = co_await store_.write(map_id(k), 0, image.span(), {true, true, kMapObjectSize});
+  }
+  if (!st.is_ok()) co_return st;
+  if (chunk == nullptr) map_[k].store(new_map_chunk(), std::memory_order_release);
+  inode_.map_table[k] = inode_.id;
+  co_return Status::ok();
+}
+
 Task<Status> Vdi::ensure_map_object(uint32_t k) {
   if (map_owned_[k].load(std::memory_order_acquire)) co_return Status::ok();
   Reactor* home = Reactor::current();
@@ -120,22 +141,13 @@ Task<Status> Vdi::ensure_map_object(uint32_t k) {
   {
     AsyncMutex::Guard guard = co_await inode_mutex_.lock();
     if (!map_owned_[k].load()) {
-      // A new map object, or this head's own copy of an ancestor's (copy-on-write).
-      // Target before pointer: it is written in full before the table names it.
-      std::atomic<uint32_t>* chunk = map_[k].load();
-      if (chunk == nullptr) {
-        st = co_await store_.write(map_id(k), 0, {}, {false, true, kMapObjectSize});
-      } else {
-        Buffer image = Buffer::get(kMapObjectSize);
-        for (uint32_t i = 0; i < kMapEntriesPerObject; ++i) put_le32(image.data() + 4 * i, chunk[i].load());
-        st = co_await store_.write(map_id(k), 0, image.span(), {false, true, kMapObjectSize});
-      }
-      if (st.is_ok()) {
-        if (chunk == nullptr) map_[k].store(new_map_chunk(), std::memory_order_release);
-        inode_.map_table[k] = inode_.id;
-        st = co_await write_inode();
-        if (st.is_ok()) map_owned_[k].store(true, std::memory_order_release);
-      }
+      // The table names this head's map k only once map k was made. After that a
+      // failed inode write is retried alone: that write may have landed (a replicated
+      // store settles it by resyncing the newest inode to every replica), and making
+      // map k again could fail and be undone (removed everywhere) under that inode.
+      if (inode_.map_table[k] != inode_.id) st = co_await create_map_object(k);
+      if (st.is_ok()) st = co_await write_inode();
+      if (st.is_ok()) map_owned_[k].store(true, std::memory_order_release);
     }
   }
   co_await switch_to(*home);

@@ -15,6 +15,10 @@
 //    A snapshot's objects are never written again: the head copies an object it
 //    does not own on its first write (copy-on-write, on the object's own shard),
 //    and copies a map object it does not own before changing an entry in it.
+//  - A map object is durable (FUA) before the inode names it. Once made, it is never
+//    made again by this head: if the inode write that names it fails, only that write
+//    is retried (a replicated store undoes a failed create by removing the object
+//    everywhere, while the failed inode write may have landed and name it).
 #pragma once
 
 #include <atomic>
@@ -103,7 +107,12 @@ class Vdi {
   ObjectId map_id(uint32_t k) const { return ObjectId::map(inode_.id, inode_.family, k); }
   uint32_t map_get(uint32_t index) const;
   Task<Status> map_set(uint32_t index, VdiId owner, bool fua);
+  // Makes map object k this head's own (created, or copied from an ancestor's) and
+  // names it in the inode. Any reactor (hops to reactor 0 and takes inode_mutex_).
   Task<Status> ensure_map_object(uint32_t k);
+  // Writes map object k durably from memory and sets inode_.map_table[k] to this head.
+  // On reactor 0 under inode_mutex_.
+  Task<Status> create_map_object(uint32_t k);
   Task<Status> write_inode();
   Task<Status> create_from_ancestor(uint32_t index, VdiId owner);
 
@@ -125,7 +134,9 @@ class Vdi {
   std::atomic<uint64_t> size_bytes_;
   // map_[k] points at kMapEntriesPerObject entries once map object k exists.
   std::unique_ptr<std::atomic<std::atomic<uint32_t>*>[]> map_;
-  // map_owned_[k]: map object k belongs to this head (no copy needed before a change).
+  // map_owned_[k]: map object k belongs to this head and the inode naming it was
+  // written (no copy needed before a change). inode_.map_table[k] == inode_.id alone:
+  // map object k was made, the inode write naming it has not succeeded yet.
   std::unique_ptr<std::atomic<bool>[]> map_owned_;
   std::vector<std::unique_ptr<PerReactor>> per_reactor_;
   AsyncMutex inode_mutex_;  // on reactor 0: map table and size changes

@@ -11,6 +11,7 @@
 
 #include "engine/local_store.h"
 #include "engine/vdi_directory.h"
+#include "test/unit/fault_store.h"
 #include "test/unit/store_fixture.h"
 
 namespace kelpie {
@@ -166,6 +167,50 @@ TEST_F(VdiTest, ClonesRollbackAndReclaim) {
   ASSERT_TRUE(directory_->remove("c2").is_ok());
   EXPECT_EQ(directory_->pending_reclaims(), 0u);
   EXPECT_EQ(store_->object_count(), 0u);
+}
+
+// A failed inode write after map object 0 was made: the write may have landed (a
+// replicated store settles it to the newest inode on every replica). The next write
+// must retry only the inode write: making map 0 again could fail, and the undo of that
+// failed create would remove map 0 from under the inode that names it.
+TEST_F(VdiTest, FailedInodeWriteAfterMapCreateKeepsTheMapObject) {
+  FaultStore faults(*store_);
+  Inode inode;
+  inode.id = 7;
+  inode.family = 7;
+  inode.object_shift = 20;
+  inode.size_bytes = 8 * kMiB;
+  inode.name = "f";
+  Vdi vdi(inode, false, faults, *pool_);
+  ASSERT_TRUE(r0().block_on(vdi.create()).is_ok());
+  const ObjectId inode_id = ObjectId::inode(7, 7);
+  const ObjectId map0 = ObjectId::map(7, 7, 0);
+
+  faults.fail_write_after_applying(inode_id);
+  std::vector<uint8_t> data(4096, 0x5a);
+  EXPECT_EQ(r0().block_on(vdi.write(kMiB, data, false)).code(), EIO);
+  EXPECT_EQ(faults.creates(map0), 1u);
+
+  faults.fail_create_and_undo(map0);  // fires only if map 0 is made again
+  Status again = r0().block_on(vdi.write(kMiB, data, false));
+  EXPECT_TRUE(again.is_ok()) << again.to_string();
+  EXPECT_EQ(faults.creates(map0), 1u);
+  std::vector<uint8_t> map_block(4096);
+  EXPECT_TRUE(r0().block_on(store_->read(map0, 0, map_block)).is_ok());
+  ASSERT_TRUE(r0().block_on(vdi.flush()).is_ok());
+
+  // What a restarted gateway loads: the durable inode and the objects it names.
+  std::vector<uint8_t> image(kInodeObjectSize);
+  ASSERT_TRUE(r0().block_on(store_->read(inode_id, 0, image)).is_ok());
+  auto stored = decode_inode(image);
+  ASSERT_TRUE(stored.is_ok()) << stored.status().to_string();
+  EXPECT_EQ(stored->map_table[0], 7u);
+  Vdi reloaded(*stored, false, *store_, *pool_);
+  Status loaded = r0().block_on(reloaded.load());
+  ASSERT_TRUE(loaded.is_ok()) << loaded.to_string();
+  EXPECT_EQ(reloaded.map_owner(1), 7u);
+  EXPECT_EQ(read(reloaded, kMiB, data.size()), data);
+  EXPECT_EQ(read(reloaded, 0, 4096), std::vector<uint8_t>(4096, 0));
 }
 
 }  // namespace

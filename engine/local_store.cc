@@ -592,6 +592,15 @@ Task<Status> LocalStore::zero_local(ObjectId id, uint64_t offset, uint64_t lengt
   co_return st;
 }
 
+void LocalStore::forget_unlinked(Shard& shard, const ObjectId& id, Object& object) {
+  object.gone = true;
+  shard.dirty.erase(id);
+  shard.dir_dirty = true;
+  shard.lru.erase(object.lru_pos);
+  shard.objects.erase(id);
+  object_count_.fetch_sub(1);
+}
+
 Task<Status> LocalStore::remove_local(ObjectId id, ObjectVersion version) {
   Shard& shard = shard_of(id);
   auto held = co_await hold(shard, id, Mode::kExisting, 0, 0, kWholeObject, true);
@@ -606,12 +615,7 @@ Task<Status> LocalStore::remove_local(ObjectId id, ObjectVersion version) {
   Status st = co_await mark_dirty(shard, id, object.object_size);
   if (st.is_ok()) st = co_await io_.unlink(object_path(id));
   if (!st.is_ok()) co_return io_failure(st, id, "remove");
-  object.gone = true;
-  shard.dirty.erase(id);
-  shard.dir_dirty = true;
-  shard.lru.erase(object.lru_pos);
-  shard.objects.erase(id);  // `held` keeps the object alive until it releases it
-  object_count_.fetch_sub(1);
+  forget_unlinked(shard, id, object);
   shard.listed.erase(id);
   co_return Status::ok();
 }

@@ -187,6 +187,9 @@ class LocalStore final : public ObjectStore {
   void release(Shard& shard, Object& object);
   Task<void> evict_if_needed(Shard& shard);
   Task<Status> mark_dirty(Shard& shard, const ObjectId& id, uint32_t object_size);
+  // After its file was unlinked: drops `object` (held exclusively by the caller, whose
+  // hold keeps it alive until released) from the shard's books and the object count.
+  void forget_unlinked(Shard& shard, const ObjectId& id, Object& object);
 
   Task<Status> read_local(ObjectId id, uint64_t offset, std::span<uint8_t> out);
   Task<Status> write_local(ObjectId id, uint64_t offset, std::span<const uint8_t> data,

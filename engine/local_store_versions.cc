@@ -218,12 +218,7 @@ Task<Status> LocalStore::remove_old_copy_local(ObjectId id, ObjectVersion at_mos
     co_return io_failure(st, id, "remove");
   }
   Object& object = held->object();
-  object.gone = true;
-  shard.dirty.erase(id);
-  shard.dir_dirty = true;
-  shard.lru.erase(object.lru_pos);
-  shard.objects.erase(id);  // `held` keeps the object alive until it releases it
-  object_count_.fetch_sub(1);
+  forget_unlinked(shard, id, object);
   co_return Status::ok();
 }
 

@@ -30,7 +30,7 @@ Status malformed(const std::string& what) { return Status::error(EPROTO, "malfor
 
 // The frames one connection sends during a reactor turn leave together: send()
 // queues a frame, and the first sender of the turn schedules one flush after the
-// turn's other ready work (yield_now), which writes every queued frame with one
+// turn's other ready work (after_ready), which writes every queued frame with one
 // sendmsg (a few, past kMaxBatchFrames). Under load that is one system call and
 // one wake-up of the peer per turn instead of one per frame. Flushes are
 // serialized, so frames never interleave on the stream. The queue must outlive
@@ -61,7 +61,7 @@ class SendQueue {
   };
 
   Task<void> flush() {
-    co_await yield_now();  // let this turn's other senders queue their frames
+    co_await after_ready();  // let this turn's other senders queue their frames
     AsyncMutex::Guard guard = co_await mutex_.lock();
     scheduled_ = false;  // a frame queued from now on schedules the next flush
     std::vector<Item*> batch;
@@ -611,6 +611,9 @@ Task<Result<PeerReply>> PeerClient::call(const Uuid& node, const std::string& ad
       request.data.size() > kMaxPeerPayload - kMaxPeerFields) {
     co_return Status::error(E2BIG, peer() + "request over the peer frame limit");
   }
+  // The peer answers in tens of microseconds, but only with CPU this reactor's
+  // poll would take on a small host: sleep instead (engine/reactor.h).
+  PollHold no_poll;
   auto connection = co_await connection_to(node, address);
   if (!connection) co_return connection.status();
   co_return co_await (*connection)->call(*connection, request, read_into);

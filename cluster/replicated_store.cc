@@ -128,15 +128,33 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
     result.sent = true;
     result.failed.clear();
     std::vector<std::optional<Result<PeerReply>>> replies(targets.size());
+    // The remote copies go first and this node's own copy last, after the frames
+    // this queues have left (SendQueue flushes after the turn's ready work), so
+    // the replicas work while this node writes.
     std::vector<Task<Status>> tasks;
     tasks.reserve(targets.size());
+    std::optional<size_t> own;
     for (size_t i = 0; i < targets.size(); ++i) {
+      if (view->self && targets[i] == *view->self) {
+        own = i;
+        continue;
+      }
       tasks.push_back([](ReplicatedStore* self, const EpochView& view, NodeIndex node,
                          const PeerRequest& request,
                          std::optional<Result<PeerReply>>& out) -> Task<Status> {
         out.emplace(co_await self->send(view, node, request, {}));
         co_return Status::ok();
       }(this, *view, targets[i], request, replies[i]));
+    }
+    if (own) {
+      const bool after_peers = !tasks.empty();
+      tasks.push_back([](ReplicatedStore* self, const EpochView& view, NodeIndex node,
+                         const PeerRequest& request, std::optional<Result<PeerReply>>& out,
+                         bool after_peers) -> Task<Status> {
+        if (after_peers) co_await after_ready();
+        out.emplace(co_await self->send(view, node, request, {}));
+        co_return Status::ok();
+      }(this, *view, targets[*own], request, replies[*own], after_peers));
     }
     (void)co_await when_all(std::move(tasks));
 

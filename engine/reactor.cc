@@ -167,10 +167,13 @@ void Reactor::run() {
       std::lock_guard lock(inbox_mutex_);
       idle = inbox_.empty() && deferred_.empty();
     }
-    // An idle wait is timed (from here to the next event) to adapt the poll.
-    const int64_t idle_since = idle && poll_max_ns_ > 0 ? monotonic_ns() : 0;
+    // An idle wait is timed (from here to the next event) to adapt the poll; a wait
+    // under a PollHold neither polls nor counts.
+    const bool may_poll = idle && poll_max_ns_ > 0 && poll_holds_ == 0;
+    const int64_t idle_since = may_poll ? monotonic_ns() : 0;
     bool may_sleep = idle;
-    if (idle && poll_ns_ > 0) {
+    if (may_poll && poll_ns_ > 0) {
+      ++polls_;
       io_uring_submit(&ring_);
       may_sleep = !poll_until(idle_since + poll_ns_);
     }

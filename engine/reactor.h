@@ -21,8 +21,11 @@
 //    to poll_ns before it sleeps in io_uring_enter. poll_ns starts at 0; a wait
 //    no longer than `poll_max_us` doubles it (from 4 us), a longer one resets it to 0,
 //    so a reactor polls only while its events come back faster than a sleep and a
-//    wake-up would take (QD1 reads), and sleeps at once while it waits on peers or
-//    disks. poll_max_us 0 (the default) never polls.
+//    wake-up would take (QD1 reads), and sleeps at once while it waits on slow
+//    disks. While a PollHold lives on a reactor (a peer call in flight), the loop
+//    neither polls nor adapts the poll: on a small host the spin would take the CPU
+//    the peer needs to answer, and the poll is for the next client request.
+//    poll_max_us 0 (the default) never polls.
 //  - Time: sleep_for() and Timer (IORING_OP_TIMEOUT) wait on the current reactor
 //    without a thread; async_connect() bounds a connect with a linked timeout.
 #pragma once
@@ -85,7 +88,12 @@ class Reactor {
   T block_on(Task<T> task);
   void block_on(Task<void> task);
 
+  // Idle waits that polled before sleeping, since run() began; only on this
+  // reactor's thread (tests and counters).
+  uint64_t polls() const { return polls_; }
+
  private:
+  friend class PollHold;
   void arm_eventfd_read();
   void drain_inbox();
   void wake();
@@ -96,6 +104,8 @@ class Reactor {
   unsigned index_;
   int64_t poll_max_ns_ = 0;
   int64_t poll_ns_ = 0;
+  unsigned poll_holds_ = 0;
+  uint64_t polls_ = 0;
   io_uring ring_;
   int event_fd_ = -1;
   uint64_t eventfd_value_ = 0;
@@ -108,6 +118,26 @@ class Reactor {
   bool sleeping_ = false;
   std::atomic<bool> posted_{false};  // inbox_ may be non-empty (read while polling)
   std::atomic<bool> stop_requested_{false};
+};
+
+// Keeps the current reactor (if any) from polling while it lives: for a wait on
+// another process that needs this host's CPU to answer (a peer call). Create and
+// destroy it on the same reactor thread (a coroutine that completes where it began).
+class PollHold {
+ public:
+  PollHold() : reactor_(Reactor::current()) {
+    if (reactor_ != nullptr) ++reactor_->poll_holds_;
+  }
+  ~PollHold() {
+    if (reactor_ == nullptr) return;
+    KELPIE_ASSERT(Reactor::current() == reactor_ && reactor_->poll_holds_ > 0);
+    --reactor_->poll_holds_;
+  }
+  PollHold(const PollHold&) = delete;
+  PollHold& operator=(const PollHold&) = delete;
+
+ private:
+  Reactor* reactor_;
 };
 
 // The adaptive poll (see the contract above): the poll after an idle wait of
@@ -295,6 +325,16 @@ struct YieldNow {
   void await_resume() const noexcept {}
 };
 inline YieldNow yield_now() { return YieldNow{}; }
+
+// Resumes after the coroutines already ready on this reactor have run, without
+// waiting for new completions (no system call): work that this turn's other
+// coroutines may add to (a batch of frames to send) goes last in the turn.
+struct AfterReady {
+  bool await_ready() const noexcept { return false; }
+  void await_suspend(std::coroutine_handle<> h) { Reactor::current()->post(h); }
+  void await_resume() const noexcept {}
+};
+inline AfterReady after_ready() { return AfterReady{}; }
 
 namespace detail {
 template <typename T>

@@ -23,20 +23,26 @@ SocketStream::SocketStream(int fd) : fd_(fd), buffer_(Buffer::get(kBufferSize)) 
 
 Task<Status> SocketStream::fill() {
   start_ = end_ = 0;
-  // Most of the time the next request is already there: take it without a trip
+  // Under load the next message is usually there already: take it without a trip
   // through the ring (io_uring would arm a poll and complete it from task work).
-  ssize_t ready = ::recv(fd_, buffer_.data(), buffer_.capacity(), MSG_DONTWAIT);
-  if (ready > 0) {
-    end_ = static_cast<size_t>(ready);
-    co_return Status::ok();
+  // Once the socket was found empty (one message at a time), that try is a wasted
+  // system call per message: go to the ring until a receive fills the buffer.
+  if (try_direct_) {
+    ssize_t ready = ::recv(fd_, buffer_.data(), buffer_.capacity(), MSG_DONTWAIT);
+    if (ready > 0) {
+      end_ = static_cast<size_t>(ready);
+      co_return Status::ok();
+    }
+    if (ready == 0) co_return Status::error(ECONNRESET, "peer closed the connection");
+    try_direct_ = false;
   }
-  if (ready == 0) co_return Status::error(ECONNRESET, "peer closed the connection");
   while (true) {
     int rc = co_await async_recv(fd_, buffer_.data(), buffer_.capacity());
     if (rc == -EINTR || rc == -EAGAIN) continue;
     if (rc < 0) co_return Status::error(-rc, "recv");
     if (rc == 0) co_return Status::error(ECONNRESET, "peer closed the connection");
     end_ = static_cast<size_t>(rc);
+    try_direct_ = end_ == buffer_.capacity();
     co_return Status::ok();
   }
 }

@@ -35,6 +35,7 @@ class SocketStream {
   Buffer buffer_;
   size_t start_ = 0;
   size_t end_ = 0;
+  bool try_direct_ = true;  // fill() tries a non-blocking recv before the ring
 };
 
 // A socket address from "HOST:PORT" (numeric IPv4, or [IPv6]) or "unix:/path".

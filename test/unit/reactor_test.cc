@@ -1,5 +1,5 @@
-// Reactor: the adaptive poll's rule (next_poll_ns) and the loop's delivery of
-// completions, timers and cross-thread posts with polling off and on.
+// Reactor: the adaptive poll's rule (next_poll_ns), PollHold, after_ready, and the
+// loop's delivery of completions, timers and cross-thread posts with polling off and on.
 #include "engine/reactor.h"
 
 #include <gtest/gtest.h>
@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -143,6 +144,51 @@ INSTANTIATE_TEST_SUITE_P(PollOffAndOn, ReactorPollTest, ::testing::Values(0u, 50
                          [](const ::testing::TestParamInfo<unsigned>& info) {
                            return info.param == 0 ? std::string("NoPoll") : "Poll" + std::to_string(info.param) + "us";
                          });
+
+// Short waits (10 us timers) make a reactor poll, unless a PollHold (a peer call
+// in flight) lives on it: then every wait sleeps and the poll does not adapt.
+Task<uint64_t> polls_over_short_naps(bool hold) {
+  std::optional<PollHold> no_poll;
+  if (hold) no_poll.emplace();
+  const uint64_t before = Reactor::current()->polls();
+  for (int i = 0; i < 200; ++i) co_await sleep_for(std::chrono::microseconds(10));
+  co_return Reactor::current()->polls() - before;
+}
+
+TEST(PollHold, ShortWaitsPollWithoutAHold) {
+  ReactorLoop loop(1000);
+  EXPECT_GT(loop.reactor().block_on(polls_over_short_naps(false)), 0u);
+}
+
+TEST(PollHold, AHoldKeepsTheReactorFromPolling) {
+  ReactorLoop loop(1000);
+  EXPECT_EQ(loop.reactor().block_on(polls_over_short_naps(true)), 0u);
+  // Released, the reactor polls again.
+  EXPECT_GT(loop.reactor().block_on(polls_over_short_naps(false)), 0u);
+}
+
+// after_ready() resumes in the order coroutines asked, after those already ready:
+// a sender that queues a frame and then waits this way goes after the others of
+// its turn (SendQueue's flush, the gateway's own copy after its peers' frames).
+Task<void> note_after_ready(std::string& log, char c) {
+  co_await after_ready();
+  log += c;
+}
+
+Task<std::string> after_ready_order() {
+  std::string log;
+  spawn(note_after_ready(log, 'a'));
+  log += 'x';
+  spawn(note_after_ready(log, 'b'));
+  co_await after_ready();
+  log += 'y';
+  co_return log;
+}
+
+TEST(AfterReady, ResumesAfterTheCoroutinesAlreadyReadyInOrder) {
+  ReactorLoop loop(0);
+  EXPECT_EQ(loop.reactor().block_on(after_ready_order()), "xaby");
+}
 
 }  // namespace
 }  // namespace kelpie

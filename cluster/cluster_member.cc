@@ -210,7 +210,9 @@ Task<void> ClusterMember::resync_unclean(std::vector<ObjectId> ids) {
       }
       // A named vector: GCC 12 miscompiles a braced list inside a co_await.
       std::vector<NodeIndex> suspects(1, *view->self);
-      ResyncOutcome outcome = co_await resync.run(*view, id, true, std::move(suspects));
+      // Outside the gateway's object lock: hold the replicas' writes (replica_resync.h).
+      ResyncOutcome outcome =
+          co_await resync.run(*view, id, true, std::move(suspects), ResyncHold::kHoldWrites);
       for (const ResyncIssue& issue : outcome.issues) rewritten += issue.repaired ? 1 : 0;
       if (outcome.complete) {
         ++resynced;
@@ -329,7 +331,11 @@ Result<CheckResult> ClusterMember::check(const std::set<VdiId>& vdis, bool repai
     ReplicaResync resync(*self->peers_, *self->service_);
     for (const ObjectId& id : ids) {
       ++result.objects;
-      ResyncOutcome outcome = co_await resync.run(*view, id, repair, std::vector<NodeIndex>());
+      // A repair runs beside the attached gateway's writes: it holds them
+      // (replica_resync.h). A check alone changes nothing and takes no hold.
+      std::vector<NodeIndex> suspects;
+      const ResyncHold hold = repair ? ResyncHold::kHoldWrites : ResyncHold::kNone;
+      ResyncOutcome outcome = co_await resync.run(*view, id, repair, std::move(suspects), hold);
       result.copies += outcome.copies;
       if (!outcome.readable) {
         result.issues.push_back({id, "", "no readable copy", false});

@@ -14,13 +14,15 @@
 //    else only stops the heartbeat (whole-cluster shutdown), then stops the server.
 //  - check() compares every replica of every object (or of the given VDI ids) by
 //    version and content and, with repair, rewrites bad copies from one chosen copy
-//    (cluster/replica_resync.h). Control-plane: call from a non-reactor thread.
+//    (cluster/replica_resync.h); a repair holds the replicas' writes to each object
+//    while it works on it (ResyncHold::kHoldWrites: the VDI may be attached and being
+//    written). Control-plane: call from a non-reactor thread.
 //  - Rule 4 after an unclean stop: the objects named in this node's dirty logs
 //    (LocalStore::unclean_objects()) are resynced cluster-wide from one chosen copy
-//    (this node's copy is the suspect) once the node serves in an epoch: in the
-//    background, those of them this node holds in that epoch, each up to 8 rounds
-//    (a round waits for the next epoch or 2 s, doubling to 30 s), with one log line
-//    giving the counts when it ends.
+//    (this node's copy is the suspect; the replicas' writes held as for a repair)
+//    once the node serves in an epoch: in the background, those of them this node
+//    holds in that epoch, each up to 8 rounds (a round waits for the next epoch or
+//    2 s, doubling to 30 s), with one log line giving the counts when it ends.
 //  - A storage node refuses new objects above `full_ratio` of its data filesystem
 //    (cluster/full_ratio.h), with ENOSPC naming the node.
 #pragma once

@@ -13,6 +13,9 @@
 //    kEpochMismatch with its own epoch in the reply header and does nothing.
 //  - Status in replies: 0, a positive errno (EIO, ENOENT, ESTALE, ENOSPC, ...), or
 //    kEpochMismatch. Error replies may carry a message (UTF-8) as payload.
+//  - kHold (rule 4, cluster/replica_resync.h) is newer than the other ops: a node that
+//    does not know it closes the connection (unknown op), which the resyncer reads as
+//    "not held". Only a node that granted a hold is ever sent kPeerFlagHeld.
 #pragma once
 
 #include <cstdint>
@@ -49,6 +52,7 @@ enum class PeerOp : uint16_t {
   kFetchObject = 9,   // id -> version, object_size, whole object data (recovery)
   kObjectVersion = 10,  // id -> version, object_size; ENOENT if absent
   kAdmin = 11,        // JSON text -> JSON text (admin requests forwarded between nodes)
+  kHold = 12,         // id, hold_token, lease_ms, flags(release): a resync's write hold
 };
 
 constexpr uint32_t kPeerFlagFua = 1;
@@ -73,6 +77,20 @@ constexpr uint32_t kPeerFlagResync = 8;
 // flag ignores it and answers without it, which a caller reads as "not known durable";
 // a caller that does not set it gets the plain answer.
 constexpr uint32_t kPeerFlagDurable = 32;
+// kHold: release the hold `hold_token` on `id` (without it: place or renew it).
+// Placing: from then until the lease (`lease_ms`) ends or the hold is released, the
+// node answers kNotReady to every kWrite, kZero, kRemove and kCreateFrom (as the
+// destination) of `id` except a resync install carrying the token (kPeerFlagHeld), and
+// it answers the hold only once no write it admitted earlier to `id` is still being
+// applied. A hold by another token that has not expired: EBUSY. Releasing an unknown
+// or expired token: 0, nothing done.
+constexpr uint32_t kPeerFlagRelease = 64;
+// kWrite with kPeerFlagResync: "installed under my hold": the request's fields carry 8
+// more bytes, hold_token (docs/protocol.md). The node installs only while that hold is
+// live on `id` (else EAGAIN, nothing changed).
+constexpr uint32_t kPeerFlagHeld = 128;
+// The longest lease a node grants (a longer one asked is cut to this).
+constexpr uint32_t kMaxHoldLeaseMs = 10000;
 
 struct PeerHello {
   uint16_t protocol_version = kPeerProtocolVersion;
@@ -92,6 +110,8 @@ struct PeerRequest {
   uint32_t object_size = 0;
   uint32_t flags = 0;
   ObjectVersion version;
+  uint64_t hold_token = 0;  // kHold; kWrite with kPeerFlagHeld
+  uint32_t lease_ms = 0;    // kHold (placing)
   std::span<const uint8_t> data;
 };
 

@@ -98,7 +98,7 @@ Task<Result<PeerFrameHeader>> read_head(SocketStream& stream, Header& head, Fiel
   if (is_request) {
     fields_size = header->op == PeerOp::kHello && header->version != kPeerProtocolVersion
                       ? 0
-                      : request_fields_size(header->op);
+                      : request_fields_size(header->op, header->flags);
   } else {
     if (header->version != kPeerProtocolVersion) co_return malformed("reply of another protocol version");
     fields_size = reply_fields_size(header->op, header->status);

@@ -14,7 +14,7 @@ constexpr size_t kListedObjectSize = 16 + 16 + 4;
 // Error messages are for people: a line or two, never megabytes.
 constexpr size_t kMaxMessageBytes = 4096;
 
-bool known_op(uint16_t op) { return op >= 1 && op <= static_cast<uint16_t>(PeerOp::kAdmin); }
+bool known_op(uint16_t op) { return op >= 1 && op <= static_cast<uint16_t>(PeerOp::kHold); }
 
 Status malformed(const std::string& what) { return Status::error(EPROTO, "malformed peer frame: " + what); }
 
@@ -146,6 +146,13 @@ PeerFrame encode_request(const PeerRequest& r, uint64_t request_id) {
       b.u32(r.object_size);
       b.u32(0);
       b.version(r.version);
+      if ((r.flags & kPeerFlagHeld) != 0) b.u64(r.hold_token);
+      break;
+    case PeerOp::kHold:
+      b.id(r.id);
+      b.u64(r.hold_token);
+      b.u32(r.lease_ms);
+      b.u32(0);
       break;
     case PeerOp::kZero:
       b.id(r.id);
@@ -274,11 +281,12 @@ Result<PeerFrameHeader> decode_header(std::span<const uint8_t, kPeerHeaderSize> 
   return header;
 }
 
-size_t request_fields_size(PeerOp op) {
+size_t request_fields_size(PeerOp op, uint32_t flags) {
   switch (op) {
     case PeerOp::kHello: return 52;
     case PeerOp::kRead: return 32;
-    case PeerOp::kWrite:
+    case PeerOp::kWrite: return (flags & kPeerFlagHeld) != 0 ? 56 : 48;
+    case PeerOp::kHold: return 32;
     case PeerOp::kZero:
     case PeerOp::kCreateFrom: return 48;
     case PeerOp::kRemove: return 32;
@@ -316,7 +324,7 @@ Result<PeerHello> decode_hello(const PeerFrameHeader& header, std::span<const ui
   PeerHello hello;
   hello.protocol_version = header.version;
   if (header.version != kPeerProtocolVersion) return hello;
-  if (fields.size() != request_fields_size(PeerOp::kHello)) return malformed("hello of the wrong size");
+  if (fields.size() != request_fields_size(PeerOp::kHello, 0)) return malformed("hello of the wrong size");
   FieldReader r(fields);
   if (r.u16() != header.version) return malformed("hello versions disagree");
   r.u16();
@@ -329,7 +337,7 @@ Result<PeerHello> decode_hello(const PeerFrameHeader& header, std::span<const ui
 Result<PeerRequest> decode_request(const PeerFrameHeader& header, std::span<const uint8_t> fields,
                                    std::span<const uint8_t> tail) {
   if (header.op == PeerOp::kHello) return malformed("hello inside a session");
-  if (fields.size() != request_fields_size(header.op)) return malformed("request fields of the wrong size");
+  if (fields.size() != request_fields_size(header.op, header.flags)) return malformed("request fields of the wrong size");
   bool may_have_tail = header.op == PeerOp::kWrite || header.op == PeerOp::kAdmin;
   if (!tail.empty() && !may_have_tail) return malformed("unexpected request payload");
   PeerRequest r;
@@ -357,7 +365,14 @@ Result<PeerRequest> decode_request(const PeerFrameHeader& header, std::span<cons
       r.object_size = f.u32();
       f.u32();
       r.version = f.version();
+      if ((r.flags & kPeerFlagHeld) != 0) r.hold_token = f.u64();
       r.length = tail.size();
+      break;
+    case PeerOp::kHold:
+      st = read_id(r.id);
+      r.hold_token = f.u64();
+      r.lease_ms = f.u32();
+      f.u32();
       break;
     case PeerOp::kZero:
       st = read_id(r.id);
@@ -456,7 +471,7 @@ Result<FrameParts> split_frame(std::span<const uint8_t> frame, bool is_request) 
   auto header = decode_header(header_bytes);
   if (!header) return header.status();
   if (frame.size() - kPeerHeaderSize != header->payload_length) return malformed("length does not match the frame");
-  size_t fields = is_request ? request_fields_size(header->op) : reply_fields_size(header->op, header->status);
+  size_t fields = is_request ? request_fields_size(header->op, header->flags) : reply_fields_size(header->op, header->status);
   if (header->op == PeerOp::kHello && header->version != kPeerProtocolVersion) fields = 0;
   if (header->payload_length < fields) return malformed("payload shorter than the op's fields");
   FrameParts parts{*header, frame.subspan(kPeerHeaderSize, fields), frame.subspan(kPeerHeaderSize + fields)};

@@ -74,8 +74,9 @@ PeerFrame encode_reply(PeerOp op, uint64_t request_id, const PeerReply& reply);
 Result<PeerFrameHeader> decode_header(std::span<const uint8_t, kPeerHeaderSize> bytes);
 
 // How many bytes of fixed fields follow the header. The tail is the rest of the
-// payload (payload_length - fields); decode_* check its length per op.
-size_t request_fields_size(PeerOp op);
+// payload (payload_length - fields); decode_* check its length per op. A request's
+// fields depend on its flags too (kWrite with kPeerFlagHeld carries the hold token).
+size_t request_fields_size(PeerOp op, uint32_t flags);
 size_t reply_fields_size(PeerOp op, int32_t status);
 
 // crc32c of header bytes (crc field taken as zero), fields and tail.

@@ -6,10 +6,18 @@
 
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/uuid.h"
 
 namespace kelpie {
 
 namespace {
+
+uint64_t new_hold_token() {
+  Uuid random = make_uuid();
+  uint64_t token = 0;
+  std::memcpy(&token, random.data(), sizeof(token));
+  return token == 0 ? 1 : token;
+}
 
 bool same_content(const ReplicaCopy& a, const ReplicaCopy& b) {
   return a.object_size == b.object_size && a.crc == b.crc && a.data.size() == b.data.size() &&
@@ -115,12 +123,108 @@ Task<ReplicaCopy> ReplicaResync::fetch(const EpochView& view, NodeIndex node, Ob
   co_return copy;
 }
 
+PeerRequest ReplicaResync::hold_request(const EpochView& view, ObjectId id, uint64_t token,
+                                        bool release) const {
+  PeerRequest request;
+  request.op = PeerOp::kHold;
+  request.epoch = view.epoch();
+  request.id = id;
+  request.hold_token = token;
+  request.lease_ms = static_cast<uint32_t>(hold_lease_.count());
+  request.flags = release ? kPeerFlagRelease : 0;
+  return request;
+}
+
+Task<ReplicaResync::Holds> ReplicaResync::place_holds(const EpochView& view, ObjectId id,
+                                                      const std::vector<NodeIndex>& nodes) {
+  Holds holds;
+  holds.token = new_hold_token();
+  holds.held.assign(nodes.size(), false);
+  holds.why_not.assign(nodes.size(), "");
+  const PeerRequest place = hold_request(view, id, holds.token, false);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    auto reply = co_await send(view, nodes[i], place);
+    if (reply && reply->status == 0) {
+      holds.held[i] = true;
+    } else if (reply) {
+      holds.refused = true;  // it answered: it may take writes a rewrite would race
+      holds.why_not[i] = "write hold refused: " + (reply->message.empty()
+                                                        ? "status " + std::to_string(reply->status)
+                                                        : reply->message);
+    } else {
+      holds.why_not[i] = "no write hold: " + reply.status().message();
+    }
+  }
+  co_return holds;
+}
+
+Task<void> ReplicaResync::release_holds(const EpochView& view, ObjectId id,
+                                        const std::vector<NodeIndex>& nodes, const Holds& holds) {
+  const PeerRequest release = hold_request(view, id, holds.token, true);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!holds.held[i]) continue;
+    auto reply = co_await send(view, nodes[i], release);
+    if (!reply || reply->status != 0) {
+      KELPIE_LOG_WARN("releasing the resync hold of object {} on node {} failed ({}); it ends "
+                      "with its lease",
+                      id.to_hex(), uuid_to_string(view.member(nodes[i]).id),
+                      reply ? reply->message : reply.status().to_string());
+    }
+  }
+}
+
+Task<bool> ReplicaResync::rewrite(const EpochView& view, ObjectId id, NodeIndex node,
+                                  const ReplicaCopy& best, uint64_t hold_token) {
+  PeerRequest write;
+  write.op = PeerOp::kWrite;
+  write.epoch = view.epoch();
+  write.id = id;
+  write.offset = 0;
+  write.length = best.data.size();
+  write.object_size = best.object_size;
+  write.flags = kPeerFlagCreate | kPeerFlagFua | kPeerFlagResync;
+  if (hold_token != 0) {
+    write.flags |= kPeerFlagHeld;
+    write.hold_token = hold_token;
+  }
+  write.version = best.version;
+  write.data = std::span<const uint8_t>(best.data.data(), best.data.size());
+  auto reply = co_await send(view, node, write);
+  const bool repaired = reply && reply->status == 0;
+  if (!repaired) {
+    KELPIE_LOG_WARN("resync of object {} on node {} failed: {}", id.to_hex(),
+                    uuid_to_string(view.member(node).id),
+                    reply ? reply->message : reply.status().to_string());
+  }
+  co_return repaired;
+}
+
 Task<ResyncOutcome> ReplicaResync::run(const EpochView& view, ObjectId id, bool repair,
-                                       std::vector<NodeIndex> suspects) {
+                                       std::vector<NodeIndex> suspects, ResyncHold hold) {
   ResyncOutcome outcome;
   ReplicaSet set = view.replicas(id);
+  std::vector<NodeIndex> nodes(set.begin(), set.end());
+  // The write hold (header): placed on every replica before anything is fetched;
+  // without it every replica counts as held (the caller orders itself).
+  const bool holding = hold == ResyncHold::kHoldWrites;
+  Holds holds;
+  if (holding) {
+    holds = co_await place_holds(view, id, nodes);
+  } else {
+    holds.held.assign(nodes.size(), true);
+    holds.why_not.assign(nodes.size(), "");
+  }
   std::vector<ReplicaCopy> copies;
-  for (NodeIndex node : set) copies.push_back(co_await fetch(view, node, id));
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (holds.held[i]) {
+      copies.push_back(co_await fetch(view, nodes[i], id));
+    } else {
+      ReplicaCopy copy;
+      copy.node = nodes[i];
+      copy.status = Status::error(EAGAIN, holds.why_not[i]);  // unreachable: not judged, not rewritten
+      copies.push_back(std::move(copy));
+    }
+  }
   outcome.copies = copies.size();
   CopyChoice choice = choose_copy(copies, suspects);
   outcome.complete = true;
@@ -129,38 +233,23 @@ Task<ResyncOutcome> ReplicaResync::run(const EpochView& view, ObjectId id, bool 
       return c.status.code() == ENOENT;  // absent everywhere: nothing to resync
     });
     if (!outcome.complete) outcome.issues.push_back({0, "no readable copy", false});
-    co_return outcome;
-  }
-  outcome.readable = true;
-  const ReplicaCopy& best = copies[*choice.chosen];
-  outcome.chosen = best.node;
-  for (size_t i = 0; i < copies.size(); ++i) {
-    CopyProblem problem = choice.problems[i];
-    if (problem == CopyProblem::kNone) continue;
-    const ReplicaCopy& c = copies[i];
-    ResyncIssue issue{c.node, describe_problem(problem, c), false};
-    if (repair && problem != CopyProblem::kUnreachable) {
-      PeerRequest write;
-      write.op = PeerOp::kWrite;
-      write.epoch = view.epoch();
-      write.id = id;
-      write.offset = 0;
-      write.length = best.data.size();
-      write.object_size = best.object_size;
-      write.flags = kPeerFlagCreate | kPeerFlagFua | kPeerFlagResync;
-      write.version = best.version;
-      write.data = std::span<const uint8_t>(best.data.data(), best.data.size());
-      auto reply = co_await send(view, c.node, write);
-      issue.repaired = reply && reply->status == 0;
-      if (!issue.repaired) {
-        KELPIE_LOG_WARN("resync of object {} on node {} failed: {}", id.to_hex(),
-                        uuid_to_string(view.member(c.node).id),
-                        reply ? reply->message : reply.status().to_string());
+  } else {
+    outcome.readable = true;
+    const ReplicaCopy& best = copies[*choice.chosen];
+    outcome.chosen = best.node;
+    for (size_t i = 0; i < copies.size(); ++i) {
+      CopyProblem problem = choice.problems[i];
+      if (problem == CopyProblem::kNone) continue;
+      const ReplicaCopy& c = copies[i];
+      ResyncIssue issue{c.node, describe_problem(problem, c), false};
+      if (repair && !holds.refused && problem != CopyProblem::kUnreachable) {
+        issue.repaired = co_await rewrite(view, id, c.node, best, holding ? holds.token : 0);
       }
+      if (!issue.repaired) outcome.complete = false;
+      outcome.issues.push_back(std::move(issue));
     }
-    if (!issue.repaired) outcome.complete = false;
-    outcome.issues.push_back(std::move(issue));
   }
+  if (holding) co_await release_holds(view, id, nodes, holds);
   co_return outcome;
 }
 

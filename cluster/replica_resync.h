@@ -24,10 +24,35 @@
 //    fixed. It never throws and never asserts on remote input.
 //  - Runs on any reactor (peer calls on the current one; the local copy through the
 //    in-process ReplicaService). The caller keeps `view`, peers and service alive.
-//    It does not order itself against client writes: the gateway calls it under the
-//    object's lock; others rely on the conditional install described above.
+//  - Ordering against client writes. Writes to different blocks of one object are in
+//    flight at once, so a copy fetched may miss a write that lands later, and
+//    installing it elsewhere would erase that write from a replica that had it (an
+//    acknowledged write lost without trace). Two ways to rule that out:
+//      * ResyncHold::kNone: the caller orders itself. The gateway's own resync runs
+//        under its object lock (ReplicatedStore), so none of its writes to the object
+//        is in flight; it takes no hold, and so can never wait on a hold against its
+//        own retried writes.
+//      * ResyncHold::kHoldWrites, for every caller outside the gateway that has the
+//        VDI attached (ClusterMember: the resync after an unclean stop, `cluster check
+//        --repair`): before fetching, run() places a write hold with a random token and
+//        a lease (`hold_lease`, a few seconds, well below the gateway's write retry
+//        deadline) on every replica (kHold, peer_protocol.h; replica_service.h). A
+//        held replica refuses client writes with kNotReady, which the gateway retries
+//        on every replica with the same version (within its retry deadline, keeping
+//        its range lock) until the hold is gone; a replica grants the hold only after
+//        the writes it was applying are done: from then on only the resync changes the
+//        copies. Only held replicas are fetched and rewritten (the
+//        installs carry kPeerFlagHeld and the token; a replica whose hold expired
+//        answers EAGAIN and stays as it was). A replica that cannot be reached is
+//        reported unreachable, as before. If any replica answers the hold with an
+//        error (EBUSY: another resync holds it; EAGAIN; an error of any kind), no copy
+//        is rewritten: the resync is incomplete and may be run again. A node that does
+//        not know kHold closes the connection (unknown op): not held, unreachable.
+//        At the end the hold is released on every replica that granted it (success or
+//        not); a lost release ends with the lease.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <span>
 #include <string>
@@ -81,19 +106,42 @@ struct ResyncOutcome {
   std::vector<ResyncIssue> issues;
 };
 
+enum class ResyncHold { kNone, kHoldWrites };
+
+// The lease of an outside resync's write hold (ReplicationOptions::retry_deadline,
+// 30 s by default, is what a gateway's write may wait through).
+constexpr std::chrono::milliseconds kResyncHoldLease{5000};
+
 class ReplicaResync {
  public:
-  ReplicaResync(PeerClient& peers, ReplicaService& local) : peers_(peers), local_(local) {}
+  ReplicaResync(PeerClient& peers, ReplicaService& local,
+                std::chrono::milliseconds hold_lease = kResyncHoldLease)
+      : peers_(peers), local_(local), hold_lease_(hold_lease) {}
 
   Task<ResyncOutcome> run(const EpochView& view, ObjectId id, bool repair,
-                          std::vector<NodeIndex> suspects);
+                          std::vector<NodeIndex> suspects, ResyncHold hold = ResyncHold::kNone);
 
  private:
   Task<Result<PeerReply>> send(const EpochView& view, NodeIndex node, const PeerRequest& request);
   Task<ReplicaCopy> fetch(const EpochView& view, NodeIndex node, ObjectId id);
+  PeerRequest hold_request(const EpochView& view, ObjectId id, uint64_t token, bool release) const;
+  // The write holds of one run, one entry per replica in replica-set order.
+  struct Holds {
+    uint64_t token = 0;
+    std::vector<bool> held;
+    std::vector<std::string> why_not;  // for a replica not held
+    bool refused = false;              // some replica answered the hold with an error
+  };
+  // Rewrites `node`'s copy from `best` (hold_token 0: no hold).
+  Task<bool> rewrite(const EpochView& view, ObjectId id, NodeIndex node, const ReplicaCopy& best,
+                     uint64_t hold_token);
+  Task<Holds> place_holds(const EpochView& view, ObjectId id, const std::vector<NodeIndex>& nodes);
+  Task<void> release_holds(const EpochView& view, ObjectId id, const std::vector<NodeIndex>& nodes,
+                           const Holds& holds);
 
   PeerClient& peers_;
   ReplicaService& local_;
+  std::chrono::milliseconds hold_lease_;
 };
 
 }  // namespace kelpie

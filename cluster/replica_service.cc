@@ -1,5 +1,6 @@
 #include "cluster/replica_service.h"
 
+#include <algorithm>
 #include <cerrno>
 
 #include "common/uuid.h"
@@ -62,6 +63,78 @@ Task<Result<FullRatio::Reservation>> ReplicaService::reserve_space(uint64_t byte
     }
     co_await sleep_for(std::chrono::milliseconds(5));
   }
+}
+
+ReplicaService::Admission::~Admission() {
+  if (service_ == nullptr) return;
+  std::lock_guard lock(service_->holds_mutex_);
+  auto it = service_->holds_.find(id_);
+  if (it == service_->holds_.end()) return;
+  HoldState& state = it->second;
+  state.writing--;
+  if (state.writing == 0 && !state.live(std::chrono::steady_clock::now())) service_->holds_.erase(it);
+}
+
+Result<ReplicaService::Admission> ReplicaService::admit(const ObjectId& id, const PeerRequest& request) {
+  const auto now = std::chrono::steady_clock::now();
+  const bool held_install = request.op == PeerOp::kWrite &&
+                            (request.flags & kPeerFlagResync) != 0 &&
+                            (request.flags & kPeerFlagHeld) != 0;
+  std::lock_guard lock(holds_mutex_);
+  HoldState& state = holds_[id];
+  const bool live = state.live(now);
+  if (held_install && !(live && state.token == request.hold_token)) {
+    if (state.writing == 0 && !live) holds_.erase(id);
+    return Status::error(EAGAIN, "the resync's write hold on object " + id.to_hex() +
+                                     " is gone (expired, released or replaced)");
+  }
+  if (!held_install && live) {
+    return Status::error(kNotReady, "object " + id.to_hex() + " is held by a resync");
+  }
+  state.writing++;
+  return Admission(this, id);
+}
+
+Task<Status> ReplicaService::place_hold(const PeerRequest& request) {
+  if (request.hold_token == 0 || request.lease_ms == 0) {
+    co_return Status::error(EINVAL, "a hold needs a token and a lease");
+  }
+  const auto lease = std::chrono::milliseconds(std::min(request.lease_ms, kMaxHoldLeaseMs));
+  {
+    const auto now = std::chrono::steady_clock::now();
+    std::lock_guard lock(holds_mutex_);
+    for (auto it = holds_.begin(); it != holds_.end();) {  // forget expired, idle holds
+      it = it->second.writing == 0 && !it->second.live(now) ? holds_.erase(it) : std::next(it);
+    }
+    HoldState& state = holds_[request.id];
+    if (state.live(now) && state.token != request.hold_token) {
+      co_return Status::error(EBUSY, "object " + request.id.to_hex() + " is held by another resync");
+    }
+    state.token = request.hold_token;
+    state.until = now + lease;
+  }
+  // From here no new write is admitted; wait for those admitted before.
+  for (;;) {
+    {
+      std::lock_guard lock(holds_mutex_);
+      auto it = holds_.find(request.id);
+      if (it == holds_.end() || it->second.token != request.hold_token ||
+          !it->second.live(std::chrono::steady_clock::now())) {
+        co_return Status::error(EAGAIN, "the hold on object " + request.id.to_hex() +
+                                            " expired before the writes in progress finished");
+      }
+      if (it->second.writing == 0) co_return Status::ok();
+    }
+    co_await sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+void ReplicaService::release_hold(const PeerRequest& request) {
+  std::lock_guard lock(holds_mutex_);
+  auto it = holds_.find(request.id);
+  if (it == holds_.end() || it->second.token != request.hold_token || request.hold_token == 0) return;
+  it->second.token = 0;
+  if (it->second.writing == 0) holds_.erase(it);
 }
 
 Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint8_t> read_into) {
@@ -132,6 +205,11 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         break;
       }
       if ((request.flags & kPeerFlagResync) != 0) {
+        auto admitted = admit(request.id, request);
+        if (!admitted) {
+          finish(admitted.status());
+          break;
+        }
         finish(co_await store_->install_unless_newer(request.id, request.version,
                                                      request.object_size, request.data));
         break;
@@ -145,6 +223,11 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         }
         space = std::move(*reserved);
       }
+      auto admitted = admit(request.id, request);
+      if (!admitted) {
+        finish(admitted.status());
+        break;
+      }
       WriteOptions options;
       options.fua = (request.flags & kPeerFlagFua) != 0;
       options.create = (request.flags & kPeerFlagCreate) != 0;
@@ -157,6 +240,11 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       Status ready = co_await ensure(request.id);
       if (!ready) {
         finish(ready);
+        break;
+      }
+      auto admitted = admit(request.id, request);
+      if (!admitted) {
+        finish(admitted.status());
         break;
       }
       finish(co_await store_->zero_versioned(request.id, request.offset, request.length,
@@ -180,6 +268,11 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         }
         space = std::move(*reserved);
       }
+      auto admitted = admit(request.id, request);
+      if (!admitted) {
+        finish(admitted.status());
+        break;
+      }
       if (recovery_ != nullptr) recovery_->forget(request.id, epoch);
       finish(co_await store_->create_from_versioned(request.id, request.src, request.version));
       break;
@@ -198,6 +291,11 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         reply.status = kEpochMismatch;
         break;
       }
+      auto admitted = admit(request.id, request);
+      if (!admitted) {
+        finish(admitted.status());
+        break;
+      }
       Status removed = co_await store_->remove_versioned(request.id, request.version);
       if (removed && recovery_ != nullptr) recovery_->forget(request.id, epoch);
       finish(removed);
@@ -205,6 +303,13 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
     }
     case PeerOp::kSync:
       finish(co_await store_->flush());
+      break;
+    case PeerOp::kHold:
+      if ((request.flags & kPeerFlagRelease) != 0) {
+        release_hold(request);
+      } else {
+        finish(co_await place_hold(request));
+      }
       break;
     case PeerOp::kListObjects: {
       // Read before listing: the copies listed are then at least as new as it vouches

@@ -30,9 +30,25 @@
 //    never retried) and the reply says so (PeerReply::durable). An ENOENT reply says
 //    so only if this node's recovery of the epoch had completed before it looked
 //    (Recovery::current_in): then the object was removed on purpose.
+//  - Write holds (rule 4, kHold in peer_protocol.h, used by an outside resync,
+//    cluster/replica_resync.h): while a hold on an object is live (placed, not released,
+//    its lease not over) every kWrite, kZero, kRemove and kCreateFrom of that object (as
+//    the destination) is answered kNotReady (the gateway retries it), except a resync
+//    install carrying the hold's token (kPeerFlagHeld). Such an install is refused with
+//    EAGAIN, nothing changed, when that hold is not live. Reads, fetches and versions
+//    are served as usual. A write is checked against the holds just before the store
+//    applies it and counted until it is done; placing a hold answers only once no
+//    counted write of that object is still being applied (EAGAIN if the lease ran out
+//    meanwhile), so after it nothing but the holder's installs changes the copy. A
+//    live hold of another token: EBUSY. The lease is at most kMaxHoldLeaseMs; a
+//    release of an unknown or expired token does nothing. Holds live in memory only:
+//    a restart drops them (the resyncer's installs then get EAGAIN).
 #pragma once
 
+#include <chrono>
 #include <functional>
+#include <mutex>
+#include <unordered_map>
 
 #include "cluster/epoch_state.h"
 #include "cluster/full_ratio.h"
@@ -58,12 +74,44 @@ class ReplicaService final : public PeerHandler {
   Task<PeerReply> serve(const PeerRequest& request, std::span<uint8_t> read_into);
   Task<Result<FullRatio::Reservation>> reserve_space(uint64_t bytes);
 
+  // Write holds (header). Admission: a write to `id` let past the holds, counted until
+  // it is destroyed (when the store has applied it).
+  class Admission {
+   public:
+    Admission(ReplicaService* service, ObjectId id) : service_(service), id_(id) {}
+    Admission(Admission&& other) noexcept : service_(other.service_), id_(other.id_) {
+      other.service_ = nullptr;
+    }
+    Admission(const Admission&) = delete;
+    Admission& operator=(const Admission&) = delete;
+    ~Admission();
+
+   private:
+    ReplicaService* service_;
+    ObjectId id_;
+  };
+  struct HoldState {
+    uint64_t token = 0;  // 0: no hold
+    std::chrono::steady_clock::time_point until{};
+    uint32_t writing = 0;  // admitted writes not yet done
+    bool live(std::chrono::steady_clock::time_point now) const { return token != 0 && now < until; }
+  };
+  // Lets `request` (a write, zero, remove or create of `id`) past the holds, or says
+  // why not (kNotReady: held; EAGAIN: a held install whose hold is not live).
+  Result<Admission> admit(const ObjectId& id, const PeerRequest& request);
+  Task<Status> place_hold(const PeerRequest& request);
+  void release_hold(const PeerRequest& request);
+
   LocalStore* store_;
   Recovery* recovery_;
   EpochState& epochs_;
   Uuid self_;
   std::function<Uuid()> cluster_id_;
   const FullRatio* full_ratio_;
+  // Serve runs on any reactor: the holds and write counts are shared under a mutex
+  // (never held across a suspension). An entry exists while held or written.
+  std::mutex holds_mutex_;
+  std::unordered_map<ObjectId, HoldState, ObjectIdHash> holds_;
 };
 
 }  // namespace kelpie

@@ -83,6 +83,7 @@ class TestHandler : public PeerHandler {
       case PeerOp::kZero:
       case PeerOp::kRemove:
       case PeerOp::kSync:
+      case PeerOp::kHold:
         break;
       case PeerOp::kListObjects:
         reply.objects = {{ObjectId::data(3, 1, 9), {4, 5}, 1u << 22}, {ObjectId::inode(1, 1), {0, 0}, 1u << 20}};

@@ -1,3 +1,6 @@
 # Replication (included by cluster_tests.cmake): rule 4's resync choice as a pure
 # function (cluster/replica_resync.h).
 kelpie_unit_test(replica_resync_test kelpie_cluster)
+# Rule 4's write hold of an outside resync (kHold, replica_service.h): the wire, the
+# replica's side, and the race it closes with two replicas.
+kelpie_unit_test(replica_hold_test kelpie_cluster)

@@ -148,6 +148,7 @@ Task<ReplicaResync::Holds> ReplicaResync::place_holds(const EpochView& view, Obj
       holds.held[i] = true;
     } else if (reply) {
       holds.refused = true;  // it answered: it may take writes a rewrite would race
+      if (reply->status == EBUSY) holds.busy = true;
       holds.why_not[i] = "write hold refused: " + (reply->message.empty()
                                                         ? "status " + std::to_string(reply->status)
                                                         : reply->message);
@@ -209,7 +210,19 @@ Task<ResyncOutcome> ReplicaResync::run(const EpochView& view, ObjectId id, bool 
   const bool holding = hold == ResyncHold::kHoldWrites;
   Holds holds;
   if (holding) {
-    holds = co_await place_holds(view, id, nodes);
+    // Another resync of this object (the unclean-restart resyncs of several nodes,
+    // a `cluster check --repair`) holds it for a moment: let go of what we hold
+    // and try again shortly, for up to two leases. Replicas are asked in
+    // replica-set order by every resyncer, so the first to reach the primary wins.
+    const auto deadline = std::chrono::steady_clock::now() + 2 * hold_lease_;
+    auto pause = std::chrono::milliseconds(5);
+    for (;;) {
+      holds = co_await place_holds(view, id, nodes);
+      if (!holds.busy || std::chrono::steady_clock::now() >= deadline) break;
+      co_await release_holds(view, id, nodes, holds);
+      co_await sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(200));
+    }
   } else {
     holds.held.assign(nodes.size(), true);
     holds.why_not.assign(nodes.size(), "");

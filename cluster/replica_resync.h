@@ -46,7 +46,9 @@
 //        answers EAGAIN and stays as it was). A replica that cannot be reached is
 //        reported unreachable, as before. If any replica answers the hold with an
 //        error (EBUSY: another resync holds it; EAGAIN; an error of any kind), no copy
-//        is rewritten: the resync is incomplete and may be run again. A node that does
+//        is rewritten: the resync is incomplete and may be run again. On EBUSY it
+//        first releases its holds and tries again (5 ms doubling to 200 ms, for up to
+//        two leases): resyncs of one object by several nodes take turns. A node that does
 //        not know kHold closes the connection (unknown op): not held, unreachable.
 //        At the end the hold is released on every replica that granted it (success or
 //        not); a lost release ends with the lease.
@@ -131,6 +133,7 @@ class ReplicaResync {
     std::vector<bool> held;
     std::vector<std::string> why_not;  // for a replica not held
     bool refused = false;              // some replica answered the hold with an error
+    bool busy = false;                 // some replica is held by another resync (EBUSY)
   };
   // Rewrites `node`'s copy from `best` (hold_token 0: no hold).
   Task<bool> rewrite(const EpochView& view, ObjectId id, NodeIndex node, const ReplicaCopy& best,

@@ -444,7 +444,8 @@ TEST_F(ReplicaHoldTest, ARefusedHoldRepairsNothing) {
   ASSERT_EQ(on_b(write_of(id, 0, twos, {1, 2}, true)).status, 0);  // A is stale
   serve_b(*b_);
   ASSERT_EQ(on_b(hold_of(id, 1234, 5000)).status, 0);  // another resync's hold on B
-  ReplicaResync resync(*client_, *a_);
+  // With a 200 ms lease the run waits for B's hold for 400 ms at most, then gives up.
+  ReplicaResync resync(*client_, *a_, std::chrono::milliseconds(200));
   std::shared_ptr<const EpochView> view = view_of_a();
   std::vector<NodeIndex> none;
   ResyncOutcome refused = r0().block_on(resync.run(*view, id, true, none, ResyncHold::kHoldWrites));
@@ -458,6 +459,26 @@ TEST_F(ReplicaHoldTest, ARefusedHoldRepairsNothing) {
   EXPECT_EQ(whole(*store_, id), whole(*b_store_, id));
   EXPECT_EQ(on_a(write_of(id, kBlock, ones, {1, 4})).status, 0) << "released after success";
   EXPECT_EQ(on_b(write_of(id, kBlock, ones, {1, 4})).status, 0);
+}
+
+// Several resyncs of one object (the unclean-restart resyncs of several nodes, a
+// `cluster check --repair`) take turns: a run that finds another's hold waits for it.
+TEST_F(ReplicaHoldTest, AResyncWaitsForAnotherResyncsHold) {
+  ObjectId id = ObjectId::data(55, 55, 1);
+  std::vector<uint8_t> ones(kBlock, 1);
+  std::vector<uint8_t> twos(kBlock, 2);
+  ASSERT_EQ(on_a(write_of(id, 0, ones, {1, 1}, true)).status, 0);
+  ASSERT_EQ(on_b(write_of(id, 0, twos, {1, 2}, true)).status, 0);  // A is stale
+  serve_b(*b_);
+  ASSERT_EQ(on_b(hold_of(id, 4321, 300)).status, 0);  // another resync's hold, ends in 300 ms
+  ReplicaResync resync(*client_, *a_);
+  std::shared_ptr<const EpochView> view = view_of_a();
+  std::vector<NodeIndex> none;
+  ResyncOutcome outcome = r0().block_on(resync.run(*view, id, true, none, ResyncHold::kHoldWrites));
+  EXPECT_TRUE(outcome.complete);
+  EXPECT_EQ(whole(*store_, id), whole(*b_store_, id));
+  EXPECT_EQ(whole(*store_, id)[0], 2);
+  EXPECT_EQ(on_a(write_of(id, kBlock, ones, {1, 3})).status, 0) << "released after success";
 }
 
 }  // namespace

@@ -21,7 +21,11 @@
 # shellcheck disable=SC2034  # used by the tests
 M=$((1024 * 1024))
 PHASE=${PHASE:-setup}
-LT_TMP="$KELPIE_TEST_DIR/$(basename "$0" | sed 's/\.[a-z]*$//').files"
+# A script run under ZooKeeper membership too (cluster_lib.sh's _zk variants) gets
+# its own files, so both variants can run at once (ctest -j).
+LT_TMP="$KELPIE_TEST_DIR/$(basename "$0" | sed 's/\.[a-z]*$//')"
+[ "${KELPIE_MEMBERSHIP:-local}" = local ] || LT_TMP="${LT_TMP}_zk"
+LT_TMP="$LT_TMP.files"
 rm -rf "$LT_TMP"
 mkdir -p "$LT_TMP"
 

@@ -133,28 +133,24 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
     // the replicas work while this node writes.
     std::vector<Task<Status>> tasks;
     tasks.reserve(targets.size());
+    auto send_one = [](ReplicatedStore* self, const EpochView& view, NodeIndex node,
+                       const PeerRequest& request, std::optional<Result<PeerReply>>& out,
+                       bool after_peers) -> Task<Status> {
+      if (after_peers) co_await after_ready();
+      out.emplace(co_await self->send(view, node, request, {}));
+      co_return Status::ok();
+    };
     std::optional<size_t> own;
     for (size_t i = 0; i < targets.size(); ++i) {
       if (view->self && targets[i] == *view->self) {
         own = i;
-        continue;
+      } else {
+        tasks.push_back(send_one(this, *view, targets[i], request, replies[i], false));
       }
-      tasks.push_back([](ReplicatedStore* self, const EpochView& view, NodeIndex node,
-                         const PeerRequest& request,
-                         std::optional<Result<PeerReply>>& out) -> Task<Status> {
-        out.emplace(co_await self->send(view, node, request, {}));
-        co_return Status::ok();
-      }(this, *view, targets[i], request, replies[i]));
     }
     if (own) {
       const bool after_peers = !tasks.empty();
-      tasks.push_back([](ReplicatedStore* self, const EpochView& view, NodeIndex node,
-                         const PeerRequest& request, std::optional<Result<PeerReply>>& out,
-                         bool after_peers) -> Task<Status> {
-        if (after_peers) co_await after_ready();
-        out.emplace(co_await self->send(view, node, request, {}));
-        co_return Status::ok();
-      }(this, *view, targets[*own], request, replies[*own], after_peers));
+      tasks.push_back(send_one(this, *view, targets[*own], request, replies[*own], after_peers));
     }
     (void)co_await when_all(std::move(tasks));
 

@@ -56,9 +56,9 @@ def poll_until(deadline_s, predicate, what):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port below the ephemeral range, never handed out twice in a run (free_port.py)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "free_port.py")
+    return int(subprocess.check_output([sys.executable, script], text=True).strip())
 
 
 def _die_with_parent():

@@ -29,8 +29,10 @@ poll_until() {
   done
 }
 
+# A port below the kernel's ephemeral range, never handed out twice in a run
+# (free_port.py says why).
 free_port() {
-  "$SYS_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  "$SYS_PYTHON" "$(dirname "${BASH_SOURCE[0]}")/free_port.py"
 }
 
 KD_PIDS=()

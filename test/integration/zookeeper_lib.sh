@@ -41,7 +41,7 @@ ZK_CLASSPATH=${ZK_CLASSPATH:-/usr/share/java/zookeeper.jar}
 _zk_python() { "${SYS_PYTHON:-/usr/bin/python3}" "$@"; }
 
 _zk_free_port() {
-  _zk_python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  _zk_python "$(dirname "${BASH_SOURCE[0]}")/free_port.py"
 }
 
 zk_four_letter() {

@@ -62,6 +62,11 @@ class EpochState {
   // Where the lease comes from; set once, before any request (none: always held).
   void set_lease(const MembershipDriver* driver) { lease_.store(driver, std::memory_order_release); }
   bool serving() const;
+  // The driver's lease_breaks() (0 without a driver): see MembershipDriver.
+  uint64_t lease_breaks() const {
+    const MembershipDriver* driver = lease_.load(std::memory_order_acquire);
+    return driver == nullptr ? 0 : driver->lease_breaks();
+  }
   // Polls serving() every 5 ms until it holds (true) or the deadline (false).
   Task<bool> wait_serving(std::chrono::steady_clock::time_point deadline) const;
 

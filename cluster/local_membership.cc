@@ -761,17 +761,12 @@ void LocalMembership::tick() {
   // The lease, after the callbacks: every epoch read above is published before the
   // member may serve again.
   if (beat) {
-    lease_until_ns_.store((beat_time + options_.failure_timeout / 2).time_since_epoch().count(),
-                          std::memory_order_release);
+    lease_.renew(beat_time + options_.failure_timeout / 2);
   }
   // After the callbacks: a member out of the epoch is told so before it rejoins.
   if (Status rejoined = maybe_rejoin(); !rejoined) {
     KELPIE_LOG_ERROR("membership {}: rejoin: {}", describe(), rejoined.to_string());
   }
-}
-
-std::chrono::steady_clock::time_point LocalMembership::lease_until() const {
-  return Clock::time_point(Clock::duration(lease_until_ns_.load(std::memory_order_acquire)));
 }
 
 }  // namespace kelpie

@@ -131,7 +131,8 @@ class LocalMembership final : public MembershipDriver {
   std::unique_ptr<DirectoryBacking> directory_backing(const std::string& name) override;
   // Renewed at the end of every tick whose heartbeat write succeeded: the time just
   // before that write plus failure_timeout / 2.
-  std::chrono::steady_clock::time_point lease_until() const override;
+  std::chrono::steady_clock::time_point lease_until() const override { return lease_.until(); }
+  uint64_t lease_breaks() const override { return lease_.breaks(); }
 
  private:
   enum class Phase { kIdle, kJoining, kAwaitFormat, kWaiting, kRunning };
@@ -209,7 +210,7 @@ class LocalMembership final : public MembershipDriver {
   int heartbeat_fd_ = -1;
   uint64_t heartbeat_counter_ = 0;
   // lease_until() as steady-clock nanoseconds since its epoch.
-  std::atomic<int64_t> lease_until_ns_{0};
+  DriverLease lease_;
   std::thread thread_;
 };
 

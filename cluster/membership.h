@@ -32,6 +32,7 @@
 //    that every member can read with member_statuses().
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -142,6 +143,32 @@ class MembershipDriver {
   // timeout, so a member that stalled or lost touch holds its I/O well before the
   // others may fail it and take over its objects. Any thread; lock-free.
   virtual std::chrono::steady_clock::time_point lease_until() const = 0;
+  // How many times the lease was renewed after it had lapsed (or ended). A gateway
+  // that sees this count change since it was granted a VDI's write attach may have
+  // been failed out and replaced meanwhile: it must check its attach before it
+  // writes again. Any thread; lock-free.
+  virtual uint64_t lease_breaks() const = 0;
+};
+
+// The lease as the drivers keep it (lock-free for readers): renew() moves its end and
+// counts a renewal that comes after the end had passed.
+class DriverLease {
+ public:
+  using Clock = std::chrono::steady_clock;
+  void renew(Clock::time_point until) {
+    const int64_t now = Clock::now().time_since_epoch().count();
+    if (until_ns_.load(std::memory_order_acquire) <= now) breaks_.fetch_add(1, std::memory_order_acq_rel);
+    until_ns_.store(until.time_since_epoch().count(), std::memory_order_release);
+  }
+  void end() { until_ns_.store(0, std::memory_order_release); }
+  Clock::time_point until() const {
+    return Clock::time_point(Clock::duration(until_ns_.load(std::memory_order_acquire)));
+  }
+  uint64_t breaks() const { return breaks_.load(std::memory_order_acquire); }
+
+ private:
+  std::atomic<int64_t> until_ns_{0};
+  std::atomic<uint64_t> breaks_{0};
 };
 
 // Opens the driver a spec names (kelpied --cluster), not joined yet:

@@ -8,6 +8,7 @@
 
 #include "common/log.h"
 #include "engine/object_file.h"
+#include "engine/offload.h"
 #include "engine/sync.h"
 
 namespace kelpie {
@@ -95,6 +96,14 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
   for (;;) {
     std::shared_ptr<const EpochView> view = co_await current_view(deadline);
     if (!view) co_return fail(Status::error(EIO, kNoView));
+    if (!all_nodes) {
+      // Before every attempt, the first and each retry: a lapse of the lease while
+      // this waited may mean another gateway owns the VDI now.
+      if (Status attach = co_await check_attach(request.id.vdi); !attach) {
+        result.sent = false;  // not ours to settle: the VDI's new owner settles it
+        co_return fail(attach);
+      }
+    }
     std::vector<NodeIndex> targets;
     if (all_nodes) {
       for (NodeIndex i = 0; i < view->members.size(); ++i) targets.push_back(i);
@@ -232,6 +241,45 @@ Task<ReplicatedStore::Outcome> ReplicatedStore::replicate_detailed(PeerRequest r
   }
 }
 
+namespace {
+Status replaced(VdiId head) {
+  return Status::error(EIO, "VDI " + std::to_string(head) +
+                                ": this gateway's write attach was taken over by another gateway");
+}
+}  // namespace
+
+Result<uint64_t> ReplicatedStore::update_generation(const ObjectId& id) const {
+  std::optional<WriteGrants::Grant> grant = grants_.find(id.vdi);
+  if (!grant) return generation_.load();
+  if (grant->revoked) return replaced(id.vdi);
+  return grant->generation;
+}
+
+Task<Status> ReplicatedStore::check_attach(VdiId head) {
+  std::optional<WriteGrants::Grant> grant = grants_.find(head);
+  if (!grant) co_return Status::ok();
+  if (grant->revoked) co_return replaced(head);
+  const uint64_t breaks = epochs_.lease_breaks();
+  if (grant->lease_breaks == breaks || !validator_) co_return Status::ok();
+  AttachValidator validator = validator_;
+  const uint64_t generation = grant->generation;
+  std::function<Result<bool>()> work = [validator, head, generation] { return validator(head, generation); };
+  Result<bool> still = co_await offload<Result<bool>>(std::move(work));
+  if (!still) {
+    co_return Status::error(EIO, "VDI " + std::to_string(head) +
+                                     ": the membership lease lapsed and the attach could not be "
+                                     "confirmed: " + still.status().message());
+  }
+  if (!*still) {
+    grants_.revoke(head);
+    KELPIE_LOG_ERROR("VDI {}: this node lost touch with the cluster and its write attach (generation "
+                     "{}) is another gateway's now; its I/O fails from now on", head, generation);
+    co_return replaced(head);
+  }
+  grants_.confirm(head, generation, breaks);
+  co_return Status::ok();
+}
+
 Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first_block,
                                              uint64_t last_block) {
   Reactor* home = Reactor::current();
@@ -244,8 +292,14 @@ Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first
   Status status;
   {
     RangeLock::Guard guard = co_await lock_for_update(*entry, first_block, last_block);
-    request.version = ObjectVersion{generation_.load(), sequence_.fetch_add(1) + 1};
-    Outcome outcome = co_await replicate_detailed(request, false);
+    Result<uint64_t> generation = update_generation(request.id);
+    Outcome outcome;
+    if (generation) {
+      request.version = ObjectVersion{*generation, sequence_.fetch_add(1) + 1};
+      outcome = co_await replicate_detailed(request, false);
+    } else {
+      outcome.status = generation.status();
+    }
     status = outcome.status;
     if (status && create && shard.unsynced.erase(request.id) > 0) {
       unsynced_count_.fetch_sub(1);  // every replica now holds the new object
@@ -260,10 +314,12 @@ Task<Status> ReplicatedStore::ordered_update(PeerRequest request, uint64_t first
     }
     if (!status && outcome.sent && settles) {
       // Rule 4: settle the object before the error goes back, under its lock.
-      co_await settle(shard, *entry, request.id, create, std::move(outcome.failed), std::move(guard));
+      co_await settle(shard, *entry, request.id, request.version.generation, create,
+                      std::move(outcome.failed), std::move(guard));
     } else if (unsettled_source) {
       // Settled now, under its lock, like a failed update (but not undone: it is made).
-      co_await settle(shard, *entry, request.id, false, std::move(*unsettled_source), std::move(guard));
+      co_await settle(shard, *entry, request.id, request.version.generation, false,
+                      std::move(*unsettled_source), std::move(guard));
     } else {
       guard.release();
       unlock_update(*entry);
@@ -333,6 +389,9 @@ Task<Status> ReplicatedStore::flush() {
 
 Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
   if (out.empty()) co_return Status::ok();
+  if (std::optional<WriteGrants::Grant> grant = grants_.find(id.vdi); grant && grant->revoked) {
+    co_return replaced(id.vdi);
+  }
   const auto deadline = Clock::now() + options_.retry_deadline;
   Status last = Status::error(EIO, "no replica of object " + id.to_hex() + " answered");
   for (;;) {

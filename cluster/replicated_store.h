@@ -46,12 +46,23 @@
 //    whose write did not fail in replica-set order, the suspects last. (Only this
 //    gateway knows: another node reading the object before it is settled may see
 //    any copy; a takeover attach resyncs the whole VDI.)
+//  - One writer per VDI (write_grants.h): an update of an object whose owner VDI has a
+//    write grant here carries that grant's generation (other objects: the node-wide
+//    generation of set_generation()); a revoked grant's updates and reads fail with
+//    EIO before anything is sent. Whenever the membership lease has lapsed since the
+//    grant was last confirmed (this node may have been failed out and its VDIs taken
+//    over meanwhile), an update waits, before each attempt, until the attach validator
+//    (run off the reactor) confirms from the VDI directory that the attach is still
+//    this gateway's; if it is not, the grant is revoked and the update fails with EIO,
+//    and a retry already in flight is not sent again. Background settles of an object
+//    carry the generation of the update that failed and end when its grant is revoked.
 //  - stop() (non-reactor thread, bounded) ends the background work; call before the
 //    reactors stop.
 #pragma once
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -60,6 +71,7 @@
 #include "cluster/peer_transport.h"
 #include "cluster/replica_resync.h"
 #include "cluster/replica_service.h"
+#include "cluster/write_grants.h"
 #include "engine/object_store.h"
 #include "engine/range_lock.h"
 #include "engine/reactor_pool.h"
@@ -81,6 +93,13 @@ class ReplicatedStore final : public ObjectStore {
   // directory operation of this node; cluster-wide increasing).
   void set_generation(uint64_t generation) { generation_.store(generation); }
   uint64_t generation() const { return generation_.load(); }
+
+  WriteGrants& grants() { return grants_; }
+  // (head, generation) -> true while the directory names this gateway's attach of that
+  // head with that generation, false once it does not, an error when it can not tell.
+  // Blocking (a directory refresh); called off the reactors. Set before serving.
+  using AttachValidator = std::function<Result<bool>(VdiId head, uint64_t generation)>;
+  void set_attach_validator(AttachValidator validator) { validator_ = std::move(validator); }
 
   Task<Status> read(ObjectId id, uint64_t offset, std::span<uint8_t> out) override;
   Task<Status> write(ObjectId id, uint64_t offset, std::span<const uint8_t> data,
@@ -108,6 +127,11 @@ class ReplicatedStore final : public ObjectStore {
 
   // This reactor's epoch view, waiting for the first one until `deadline` (null then).
   Task<std::shared_ptr<const EpochView>> current_view(std::chrono::steady_clock::time_point deadline);
+  // The generation an update of `id` carries; EIO if its VDI's grant was revoked.
+  Result<uint64_t> update_generation(const ObjectId& id) const;
+  // OK unless the grant of `head` is revoked, or the lease lapsed since it was
+  // confirmed and the validator does not confirm it now (then it is revoked).
+  Task<Status> check_attach(VdiId head);
   Task<Status> ordered_update(PeerRequest request, uint64_t first_block, uint64_t last_block);
   // Sends `request` to every replica of `id` (or every storage node when all_nodes)
   // until all have applied it in one epoch.
@@ -123,7 +147,7 @@ class ReplicatedStore final : public ObjectStore {
   // `guard` (counted in entry.active): settles the object once every other update
   // holding a range of it finished (new ones wait), then releases the guard. If a
   // settle is already waiting, joins that one instead.
-  Task<void> settle(Shard& shard, Entry& entry, ObjectId id, bool undo_create,
+  Task<void> settle(Shard& shard, Entry& entry, ObjectId id, uint64_t generation, bool undo_create,
                     std::vector<Uuid> suspects, RangeLock::Guard guard);
   // One attempt (the caller has entry.settling and no update runs): true when done.
   Task<bool> settle_once(Shard& shard, ObjectId id);
@@ -141,6 +165,8 @@ class ReplicatedStore final : public ObjectStore {
   ReplicationOptions options_;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::atomic<uint64_t> generation_{1};
+  WriteGrants grants_;
+  AttachValidator validator_;
   std::atomic<uint64_t> sequence_{0};
   std::atomic<uint64_t> removals_{0};  // objects removed through this gateway
   ReplicaResync resync_;

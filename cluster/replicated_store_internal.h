@@ -31,6 +31,7 @@ struct ReplicatedStore::Entry {
 // An object whose replicas may differ, waiting for a background settle.
 struct ReplicatedStore::Unsynced {
   bool undo_create = false;        // a failed create: remove it everywhere
+  uint64_t generation = 0;         // of the update that failed (its attach's)
   std::vector<Uuid> suspects;      // nodes whose update failed
   std::optional<Uuid> chosen;      // the copy the last resync chose (reads go there)
   unsigned attempts = 0;

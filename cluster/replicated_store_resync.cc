@@ -59,11 +59,13 @@ void ReplicatedStore::remember(Shard& shard) {
   spawn(retry_loop(&shard));
 }
 
-Task<void> ReplicatedStore::settle(Shard& shard, Entry& entry, ObjectId id, bool undo_create,
-                                   std::vector<Uuid> suspects, RangeLock::Guard guard) {
+Task<void> ReplicatedStore::settle(Shard& shard, Entry& entry, ObjectId id, uint64_t generation,
+                                   bool undo_create, std::vector<Uuid> suspects,
+                                   RangeLock::Guard guard) {
   auto [it, inserted] = shard.unsynced.try_emplace(id);
   if (inserted) unsynced_count_.fetch_add(1);
   Unsynced& record = it->second;
+  record.generation = std::max(record.generation, generation);
   record.undo_create = record.undo_create || undo_create;
   for (const Uuid& node : suspects) {
     if (std::find(record.suspects.begin(), record.suspects.end(), node) == record.suspects.end()) {
@@ -94,14 +96,25 @@ Task<bool> ReplicatedStore::settle_once(Shard& shard, ObjectId id) {
   bool done = false;
   std::string why;
   std::shared_ptr<const EpochView> view = epochs_.current();
-  if (!view || !epochs_.serving()) {
+  Status attach = Status::ok();
+  if (view && epochs_.serving()) attach = co_await check_attach(id.vdi);
+  if (!attach) {
+    // The attach that started this ended: the VDI's new owner settles it (a takeover
+    // resyncs the whole VDI); nothing of this gateway's may be written any more.
+    KELPIE_LOG_WARN("object {}: settle dropped: {}", id.to_hex(), attach.message());
+    done = true;
+    record.undo_create = false;
+  } else if (!view || !epochs_.serving()) {
     why = "no usable epoch";
   } else if (record.undo_create) {
     // Nothing references the object yet (rule 5): the create did not happen.
     PeerRequest remove;
     remove.op = PeerOp::kRemove;
     remove.id = id;
-    remove.version = ObjectVersion{generation_.load(), sequence_.fetch_add(1) + 1};
+    // The failed create's own generation, never a later one: a copy a newer attach
+    // wrote since refuses it (ESTALE) and keeps that attach's data.
+    remove.version = ObjectVersion{record.generation != 0 ? record.generation : generation_.load(),
+                                   sequence_.fetch_add(1) + 1};
     Status removed = co_await replicate(remove, false);
     // ESTALE: a newer attach made the object since (it owns the VDI now): none of
     // this gateway's create is left to undo.

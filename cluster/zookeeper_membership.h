@@ -188,7 +188,8 @@ class ZookeeperMembership final : public MembershipDriver {
   std::string describe() const override;
   // P/shared/<name> with the lock P/locks/<name> (a lock wait is bounded: 60 s).
   std::unique_ptr<DirectoryBacking> directory_backing(const std::string& name) override;
-  std::chrono::steady_clock::time_point lease_until() const override;
+  std::chrono::steady_clock::time_point lease_until() const override { return lease_.until(); }
+  uint64_t lease_breaks() const override { return lease_.breaks(); }
 
   // For tests and the scale bench: the negotiated session timeout (0 before a
   // session), whether this member leads, and the session id (0 when none).
@@ -326,7 +327,7 @@ class ZookeeperMembership final : public MembershipDriver {
   std::optional<std::chrono::steady_clock::time_point> failure_noticed_;
   std::chrono::milliseconds settle_{0};  // the wait after failure_noticed_
 
-  std::atomic<int64_t> lease_until_ns_{0};
+  DriverLease lease_;
   std::thread thread_;
 };
 

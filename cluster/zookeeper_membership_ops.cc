@@ -171,7 +171,7 @@ void ZookeeperMembership::stop() {
   }
   // Closing the session deletes the member's znodes now: the others see it go.
   if (joined) client_->close();
-  lease_until_ns_.store(0, std::memory_order_release);
+  lease_.end();
 }
 
 // ---- cluster operations ----

@@ -293,8 +293,7 @@ void ZookeeperMembership::tick() {
   }
   if (all_delivered) {
     milliseconds timeout = client_->negotiated_timeout();
-    lease_until_ns_.store((trip_start + timeout / 2).time_since_epoch().count(),
-                          std::memory_order_release);
+    lease_.renew(trip_start + timeout / 2);
   }
 }
 
@@ -426,10 +425,6 @@ Status ZookeeperMembership::try_restart() {
   std::lock_guard guard(mutex_);
   become_running_locked();
   return Status::ok();
-}
-
-std::chrono::steady_clock::time_point ZookeeperMembership::lease_until() const {
-  return Clock::time_point(Clock::duration(lease_until_ns_.load(std::memory_order_acquire)));
 }
 
 bool ZookeeperMembership::is_leader() const {

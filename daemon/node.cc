@@ -144,7 +144,7 @@ VdiSummary Node::summarize(const VdiDirectory::Listed& listed) const {
 
 Result<VdiSummary> Node::create_vdi(const std::string& name, uint64_t size_bytes, uint32_t object_shift) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  if (auto raised = raise_generation(); !raised) return raised.status();
   auto vdi = directory_->create(name, size_bytes, object_shift);
   if (!vdi) return vdi.status();
   return summarize({name, *vdi, ""});
@@ -152,13 +152,13 @@ Result<VdiSummary> Node::create_vdi(const std::string& name, uint64_t size_bytes
 
 Status Node::delete_vdi(const std::string& name) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  if (auto raised = raise_generation(); !raised) return raised.status();
   return directory_->remove(name);
 }
 
 Status Node::resize_vdi(const std::string& name, uint64_t size_bytes) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  if (auto raised = raise_generation(name); !raised) return raised.status();
   return directory_->resize(name, size_bytes);
 }
 
@@ -178,15 +178,26 @@ std::vector<VdiSummary> Node::list_vdis() {
 
 Result<VdiSummary> Node::snapshot_vdi(const std::string& name, const std::string& tag) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  auto raised = raise_generation(name);
+  if (!raised) return raised.status();
+  std::shared_ptr<Vdi> head = directory_->find(name);
+  const VdiId before = head ? head->id() : kNoVdi;
   auto listed = directory_->snapshot(name, tag);
   if (!listed) return listed.status();
+  if (cluster_ && head && head->id() != before) {
+    // The head goes on under a new id: a write attach held here follows it.
+    WriteGrants& grants = cluster_->replicated().grants();
+    if (auto held = grants.find(before); held && !held->revoked) {
+      grants.grant(head->id(), held->generation, held->lease_breaks);
+      grants.release(before);
+    }
+  }
   return summarize(*listed);
 }
 
 Result<VdiSummary> Node::clone_vdi(const std::string& snapshot, const std::string& new_name) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  if (auto raised = raise_generation(); !raised) return raised.status();
   auto listed = directory_->clone(snapshot, new_name);
   if (!listed) return listed.status();
   return summarize(*listed);
@@ -194,7 +205,7 @@ Result<VdiSummary> Node::clone_vdi(const std::string& snapshot, const std::strin
 
 Result<VdiSummary> Node::rollback_vdi(const std::string& snapshot) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  if (auto raised = raise_generation(); !raised) return raised.status();
   auto listed = directory_->rollback(snapshot);
   if (!listed) return listed.status();
   return summarize(*listed);
@@ -217,7 +228,7 @@ Result<BackupPlan> Node::backup_plan(const std::string& to_snapshot, const std::
 
 Status Node::set_restored_from(const std::string& name, const std::string& identity) {
   if (Status st = ready(); !st) return st;
-  if (Status st = raise_generation(); !st) return st;
+  if (auto raised = raise_generation(); !raised) return raised.status();
   return directory_->set_restored_from(name, identity);
 }
 
@@ -315,6 +326,9 @@ void Node::serve_when_running() {
   });
   writer_policy_ = std::make_unique<WriterPolicy>(*this);
   directory_->set_attach_policy(writer_policy_.get());
+  cluster_->replicated().set_attach_validator([this](VdiId head, uint64_t generation) {
+    return directory_->writer_holds(head, generation);
+  });
   auto generation = directory_->next_generation();
   if (generation) cluster_->replicated().set_generation(*generation);
   nbd_ = std::make_unique<nbd::NbdServer>(nbd::ServerOptions{options_.nbd_tcp, options_.nbd_unix},
@@ -359,13 +373,23 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
   // Off the reactor: the directory's cluster-wide lock, and maybe inode/map reads.
   // A named function, not a temporary lambda in the co_await: GCC 12 destroys such
   // temporaries' captures twice.
-  std::function<Result<std::shared_ptr<Vdi>>()> work = [self, name, writable]()
+  std::function<Result<std::shared_ptr<Vdi>>()> work = [self, name, writable, found_id = found->id()]()
       -> Result<std::shared_ptr<Vdi>> {
     std::lock_guard lock(self->mutex_);
     VdiDirectory& directory = *self->node_.directory_;
     // The writer lock first: the VDI is then loaded after its previous writer
     // (wherever it ran) stopped, so this node sees that writer's map.
-    if (writable && self->writers_[name] == 0) {
+    ReplicatedStore& store = self->node_.cluster_->replicated();
+    // A new write attach when none is held here, or when the one held was revoked
+    // (this node was failed out and the VDI taken over meanwhile).
+    bool lock_needed = writable && self->writers_[name] == 0;
+    if (writable && !lock_needed) {
+      auto held = store.grants().find(found_id);
+      lock_needed = !held || held->revoked;
+    }
+    const uint64_t lease_breaks = self->node_.cluster_->epochs().lease_breaks();
+    std::optional<uint64_t> granted;
+    if (lock_needed) {
       // A client that just closed its connection through another node may still be
       // detaching there: give that a moment before refusing.
       bool took_over = false;
@@ -379,7 +403,16 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
         // Make every replica of the VDI's objects equal (newest version wins) before
         // anyone reads or writes through here.
         if (std::shared_ptr<Vdi> head = directory.find(name)) {
+          // A takeover comes right after the epoch that failed the old writer out:
+          // a resync begun on the view before it meets that node's dropped
+          // connection. Try again (bounded) once the new epoch is in.
           auto resync = self->node_.cluster_->check({head->id()}, true);
+          for (int attempt = 1; attempt < 5 && !resync; ++attempt) {
+            KELPIE_LOG_INFO("VDI '{}': resync after its writer died: {}; trying again", name,
+                            resync.status().message());
+            std::this_thread::sleep_for(std::chrono::milliseconds(200) * attempt);
+            resync = self->node_.cluster_->check({head->id()}, true);
+          }
           if (!resync) {
             (void)directory.unlock_writer(name);
             self->writers_.erase(name);
@@ -393,11 +426,10 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
         }
       }
       if (!generation) {
-        self->writers_.erase(name);
+        if (self->writers_[name] == 0) self->writers_.erase(name);
         return generation.status();
       }
-      ReplicatedStore& store = self->node_.cluster_->replicated();
-      store.set_generation(std::max(store.generation(), *generation));
+      granted = *generation;
     }
     // The first connection of this node loads the VDI afresh; it comes back pinned.
     Result<std::shared_ptr<Vdi>> vdi = directory.attach_local(name, self->attached_[name] == 0);
@@ -409,6 +441,9 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
       }
       return vdi.status();
     }
+    // The VDI's writes carry its own attach generation from now on (per VDI, never
+    // raised by other attaches or operations on this node).
+    if (granted) store.grants().grant((*vdi)->id(), *granted, lease_breaks);
     if (writable) self->writers_[name]++;
     self->attached_[name]++;
     return vdi;
@@ -422,12 +457,17 @@ Task<void> Node::WriterPolicy::detach(const std::string& name, std::shared_ptr<V
   InFlight counted(in_flight_);
   bool writable = !vdi->read_only();
   auto* self = this;
-  std::function<Status()> work = [self, name, writable] {
+  std::function<Status()> work = [self, name, writable, head = vdi->id()] {
     std::lock_guard lock(self->mutex_);
     if (--self->attached_[name] == 0) self->attached_.erase(name);
     if (!writable) return Status::ok();
     if (--self->writers_[name] > 0) return Status::ok();
     self->writers_.erase(name);
+    ReplicatedStore& store = self->node_.cluster_->replicated();
+    auto held = store.grants().find(head);
+    store.grants().release(head);
+    // A revoked attach is another node's now: its directory entry is not ours to clear.
+    if (held && held->revoked) return Status::ok();
     return self->node_.directory_->unlock_writer(name);
   };
   Status st = co_await offload<Status>(std::move(work));
@@ -441,15 +481,35 @@ void Node::WriterPolicy::drain() {
   }
 }
 
-Status Node::raise_generation() {
+Result<uint64_t> Node::raise_generation(const std::string& name) {
   // Directory operations write inodes and maps: their versions must be above those of
   // every earlier writer of those objects, wherever it ran.
-  if (!cluster_) return Status::ok();
-  auto generation = directory_->next_generation();
-  if (!generation) return generation.status();
+  if (!cluster_) return uint64_t{0};
   ReplicatedStore& store = cluster_->replicated();
-  store.set_generation(std::max(store.generation(), *generation));
-  return Status::ok();
+  std::shared_ptr<Vdi> head = name.empty() ? nullptr : directory_->find(name);
+  std::optional<WriteGrants::Grant> held;
+  if (head) held = store.grants().find(head->id());
+  uint64_t generation = 0;
+  if (held && !held->revoked) {
+    // NAME is written through this node: its attach moves to the new generation with
+    // the operation, so the objects the operation writes and the attach's later writes
+    // agree (a copy refuses a generation below its own).
+    const uint64_t lease_breaks = cluster_->epochs().lease_breaks();
+    auto raised = directory_->next_generation(name, held->generation);
+    if (!raised) return raised.status();
+    generation = raised->generation;
+    if (raised->regranted) {
+      store.grants().grant(head->id(), generation, lease_breaks);
+    } else {
+      store.grants().revoke(head->id());  // the directory names another attach now
+    }
+  } else {
+    auto raised = directory_->next_generation();
+    if (!raised) return raised.status();
+    generation = *raised;
+  }
+  store.set_generation(std::max(store.generation(), generation));
+  return generation;
 }
 
 Status Node::ready() const {

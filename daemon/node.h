@@ -84,7 +84,9 @@ class Node final : public NodeControl {
   void serve_when_running();
   void watch_directory();
   Status ready() const;
-  Status raise_generation();
+  // A new generation for a directory operation (on NAME, when given: see
+  // VdiDirectory::next_generation(name, held)); 0 on a single node.
+  Result<uint64_t> raise_generation(const std::string& name = "");
   Result<ClusterSummary> summarize_cluster() const;
 
   NodeOptions options_;

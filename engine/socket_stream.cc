@@ -6,6 +6,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <thread>
+
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -169,12 +172,24 @@ Result<int> listen_on(const SocketAddress& address, int backlog) {
   if (fd < 0) return Status::error(errno, "socket");
   int one = 1;
   if (!address.is_unix()) ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, address.get(), address.length) != 0 || ::listen(fd, backlog) != 0) {
-    int err = errno;
+  if (int err = bind_and_listen(fd, address.get(), address.length, backlog); err != 0) {
     ::close(fd);
     return Status::error(err, "cannot listen on " + address.text);
   }
   return fd;
+}
+
+int bind_and_listen(int fd, const sockaddr* address, socklen_t length, int backlog) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    if (::bind(fd, address, length) == 0) return ::listen(fd, backlog) == 0 ? 0 : errno;
+    const int err = errno;
+    if (err != EADDRINUSE || address->sa_family == AF_UNIX ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return err;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
 }
 
 std::string bound_address(int fd) {

@@ -52,6 +52,12 @@ Result<SocketAddress> parse_socket_address(const std::string& text);
 // A listening stream socket on `address` (SO_REUSEADDR; a stale Unix socket file
 // is unlinked first). The error names the address.
 Result<int> listen_on(const SocketAddress& address, int backlog = 128);
+// bind() + listen() of a fresh socket `fd`. A TCP port still in use (EADDRINUSE) is
+// tried again every 20 ms for up to 10 s: a daemon restarted on its port may find it
+// held a moment after its predecessor exited (that process's io_uring is torn down
+// asynchronously, and with it the listening socket an accept was pending on). Returns
+// the errno of the last failure, 0 on success.
+int bind_and_listen(int fd, const sockaddr* address, socklen_t length, int backlog);
 
 // The address a socket is bound to, in parse_socket_address() form (port 0 resolved).
 std::string bound_address(int fd);

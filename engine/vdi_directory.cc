@@ -81,9 +81,34 @@ Result<uint64_t> VdiDirectory::lock_writer(const std::string& name, bool* took_o
   if (Status st = check_not_written_elsewhere(name, it->second); !st) return st;
   if (took_over) *took_over = !it->second.writer.empty() && it->second.writer != self_node_;
   it->second.writer = self_node_;
-  ++generation_;
+  it->second.writer_generation = ++generation_;
   if (Status st = save_locked(); !st) return st;
   return generation_;
+}
+
+Result<VdiDirectory::Raised> VdiDirectory::next_generation(const std::string& name, uint64_t held) {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  std::lock_guard lock(mutex_);
+  Raised raised{++generation_, false};
+  auto it = entries_.find(name);
+  if (it != entries_.end() && it->second.writer == self_node_ && it->second.writer_generation == held) {
+    it->second.writer_generation = generation_;
+    raised.regranted = true;
+  }
+  if (Status st = save_locked(); !st) return st;
+  return raised;
+}
+
+Result<bool> VdiDirectory::writer_holds(VdiId head, uint64_t generation) {
+  Control control(*this);
+  if (!control.status()) return control.status();
+  std::lock_guard lock(mutex_);
+  for (const auto& [name, entry] : entries_) {
+    if (entry.head->id() != head) continue;
+    return entry.writer == self_node_ && entry.writer_generation == generation;
+  }
+  return false;
 }
 
 Result<std::shared_ptr<Vdi>> VdiDirectory::reload_locked(const std::string& text) {
@@ -223,7 +248,8 @@ Status VdiDirectory::reconcile(const std::string& text) {
       if (!loaded) return Status::error(EIO, "VDI '" + name + "': " + loaded.status().message());
       head = *loaded;
     }
-    Entry entry{head, {}, item.value("restored_from", ""), item.value("writer", "")};
+    Entry entry{head, {}, item.value("restored_from", ""), item.value("writer", ""),
+                item.value("writer_generation", uint64_t{0})};
     for (const auto& snap : item.value("snapshots", nlohmann::json::array())) {
       VdiId snap_id = snap.value("id", 0u);
       std::shared_ptr<Vdi> vdi = known(snap_id, true);
@@ -258,6 +284,7 @@ Status VdiDirectory::save_locked() {
     nlohmann::json item = {{"name", name}, {"id", entry.head->id()}, {"family", entry.head->family()}};
     if (!entry.restored_from.empty()) item["restored_from"] = entry.restored_from;
     if (!entry.writer.empty()) item["writer"] = entry.writer;
+    if (entry.writer_generation != 0) item["writer_generation"] = entry.writer_generation;
     item["snapshots"] = nlohmann::json::array();
     for (const auto& snap : entry.snapshots) {
       item["snapshots"].push_back({{"tag", snap->tag()}, {"id", snap->id()}});

@@ -67,6 +67,20 @@ class VdiDirectory {
   // A new writer generation: a cluster-wide counter, raised by every caller, so a
   // later writer's object versions are above every earlier writer's.
   Result<uint64_t> next_generation();
+  // The same, for a control operation on NAME made by the node that writes it: if
+  // NAME's write attach is this node's with generation `held`, the attach's
+  // generation becomes the new one in the same document write (regranted = true),
+  // so the objects the operation writes and the attach's later writes agree.
+  struct Raised {
+    uint64_t generation = 0;
+    bool regranted = false;
+  };
+  Result<Raised> next_generation(const std::string& name, uint64_t held);
+  // Whether the directory, brought up to date first, still names this node as the
+  // writer of the VDI whose head is `head`, with attach generation `generation`
+  // (false once another node took it over, it was detached, deleted, or its head
+  // changed elsewhere). Non-reactor thread.
+  Result<bool> writer_holds(VdiId head, uint64_t generation);
 
   // Cluster attach bookkeeping. `self` is this node's id; `alive(id)` says whether a
   // node is a live member. A VDI whose writer is another live node refuses snapshot,
@@ -74,8 +88,8 @@ class VdiDirectory {
   void set_cluster_identity(std::string self, std::function<bool(const std::string&)> alive);
   void set_attach_policy(AttachPolicy* policy) { attach_policy_ = policy; }
   AttachPolicy* attach_policy() const { return attach_policy_; }
-  // Records this node as NAME's writer with a new generation (returned). EBUSY if
-  // another live node is its writer.
+  // Records this node as NAME's writer with a new generation (returned; the VDI's
+  // attach generation, kept in the document). EBUSY if another live node is its writer.
   // took_over (optional) is set when the previous writer was another node that is
   // dead now: its last writes may have reached only some replicas (rule 4).
   Result<uint64_t> lock_writer(const std::string& name, bool* took_over = nullptr);
@@ -115,6 +129,7 @@ class VdiDirectory {
     std::vector<std::shared_ptr<Vdi>> snapshots;  // oldest first
     std::string restored_from;
     std::string writer;  // node attached for writing ("" = none; clusters only)
+    uint64_t writer_generation = 0;  // the generation of the last write attach granted
   };
   // EBUSY when another live node writes `entry`.
   Status check_not_written_elsewhere(const std::string& name, const Entry& entry) const;

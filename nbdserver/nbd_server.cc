@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "common/log.h"
+#include "engine/socket_stream.h"
 #include "engine/vdi_directory.h"
 #include "nbdserver/connection.h"
 
@@ -59,8 +60,7 @@ Result<int> listen_tcp(const std::string& address) {
   if (fd < 0) return Status::error(errno, "socket");
   int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&storage), length) != 0 || ::listen(fd, 128) != 0) {
-    int err = errno;
+  if (int err = bind_and_listen(fd, reinterpret_cast<sockaddr*>(&storage), length, 128); err != 0) {
     ::close(fd);
     return Status::error(err, "cannot listen on " + address);
   }

@@ -10,10 +10,10 @@
         STOP exists (exit 0); a write that fails, or gets no reply within S
         seconds, ends it with exit 3 and the reason on stderr.
 
-    nbd_writer.py probe URI GO RESULT [--hold-s S] [--wait-s W]
-        Writes one 4 KiB block at offset 0 (fails unless it is acknowledged),
+    nbd_writer.py probe URI GO RESULT [--hold-s S] [--wait-s W] [--second-offset O]
+        Writes one 4 KiB block of 0x11 at offset 0 (fails unless it is acknowledged),
         writes "ready" to RESULT, then waits (up to W seconds) for the file GO and
-        writes another block on the same connection. RESULT then says "ok" (it was
+        writes a block of 0x22 at offset O (default 4096) on the same connection. RESULT then says "ok" (it was
         acknowledged), "error: ..." (it failed) or "held" (no reply within S
         seconds). The connection is dropped without waiting further.
 
@@ -85,7 +85,7 @@ def probe(args):
         if time.monotonic() > end:
             sys.exit(f"probe: no {args.go} within {args.wait_s}s")
         time.sleep(0.05)
-    problem = write_with_deadline(h, b"\x22" * 4096, 4096, args.hold_s)
+    problem = write_with_deadline(h, b"\x22" * 4096, args.second_offset, args.hold_s)
     with open(args.result + ".tmp", "w") as f:
         f.write((problem or "ok") + "\n")
     os.rename(args.result + ".tmp", args.result)
@@ -110,6 +110,7 @@ def main():
     p.add_argument("result")
     p.add_argument("--hold-s", type=float, default=10)
     p.add_argument("--wait-s", type=float, default=300)
+    p.add_argument("--second-offset", type=int, default=4096)
     args = parser.parse_args()
     mirror(args) if args.mode == "mirror" else probe(args)
 

@@ -474,6 +474,18 @@ Task<void> Node::WriterPolicy::detach(const std::string& name, std::shared_ptr<V
   if (!st) KELPIE_LOG_WARN("releasing the write attach of '{}' failed: {}", name, st.to_string());
 }
 
+Task<Status> Node::WriterPolicy::sync() {
+  InFlight counted(in_flight_);
+  auto* self = this;
+  // refresh() takes the directory's cluster-wide lock: every control operation that
+  // returned anywhere saved its document before releasing it, so the document read
+  // under the lock holds them all. A named function, as in attach().
+  std::function<Status()> work = [self] { return self->node_.directory_->refresh(); };
+  Status st = co_await offload<Status>(std::move(work));
+  if (!st) KELPIE_LOG_WARN("nbd: VDI directory refresh for an export lookup failed: {}", st.to_string());
+  co_return st;
+}
+
 void Node::WriterPolicy::drain() {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (in_flight_.load() > 0 && std::chrono::steady_clock::now() < deadline) {

@@ -116,6 +116,9 @@ class Node final : public NodeControl {
     Task<Result<std::shared_ptr<Vdi>>> attach(const std::string& name,
                                               std::shared_ptr<Vdi> found) override;
     Task<void> detach(const std::string& name, std::shared_ptr<Vdi> vdi) override;
+    // A directory refresh off the reactor (the cluster-wide lock, then the latest
+    // document); counted for drain() like an attach.
+    Task<Status> sync() override;
     // Waits (bounded) until no attach or detach is in flight. Non-reactor thread.
     void drain();
 

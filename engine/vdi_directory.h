@@ -45,6 +45,11 @@ class AttachPolicy {
   virtual Task<Result<std::shared_ptr<Vdi>>> attach(const std::string& name,
                                                     std::shared_ptr<Vdi> found) = 0;
   virtual Task<void> detach(const std::string& name, std::shared_ptr<Vdi> vdi) = 0;
+  // Returns once this node's directory reflects every control operation that
+  // completed anywhere before the call (read-your-writes: a VDI another node just
+  // reported created or snapshotted is found here). The NBD server calls it once per
+  // option that looks an export up or lists them; an error fails that option.
+  virtual Task<Status> sync() = 0;
 };
 
 class VdiDirectory {

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "engine/reactor_pool.h"
@@ -47,6 +48,11 @@ class Connection {
   // Finds the export and admits it through the directory's attach policy; on refusal
   // `refusal` says why (the client gets it with NBD_REP_ERR_POLICY).
   Task<bool> attach(const std::string& name, std::string* refusal);
+  // Before an export lookup: the attach policy's sync (read-your-writes across a
+  // cluster). nullopt when the lookup may proceed. On failure the client gets
+  // NBD_REP_ERR_UNKNOWN with the reason (EXPORT_NAME has no error reply: the
+  // connection closes), and the result says how negotiation goes on.
+  Task<std::optional<Next>> sync_directory(uint32_t option);
 
   // Transmission (transmission.cc).
   Task<void> serve();

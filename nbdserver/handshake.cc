@@ -65,6 +65,21 @@ Task<bool> Connection::attach(const std::string& name, std::string* refusal) {
   co_return true;
 }
 
+Task<std::optional<Connection::Next>> Connection::sync_directory(uint32_t option) {
+  AttachPolicy* policy = directory_.attach_policy();
+  if (!policy) co_return std::optional<Next>{};  // one node: the directory is current
+  Status st = co_await policy->sync();
+  if (st) co_return std::optional<Next>{};
+  if (option == kOptExportName) {
+    // NBD_OPT_EXPORT_NAME has no error reply: the only answer is to close.
+    KELPIE_LOG_INFO("nbd: EXPORT_NAME while the VDI directory can not be read; closing");
+    co_return Next::kClose;
+  }
+  Status sent = co_await send_option_error(option, kRepErrUnknown,
+                                           "the VDI directory can not be read: " + st.message());
+  co_return sent.is_ok() ? Next::kNegotiate : Next::kClose;
+}
+
 Task<Status> Connection::send_option_reply(uint32_t option, uint32_t type,
                                            std::span<const uint8_t> data) {
   uint8_t header[20];
@@ -130,6 +145,7 @@ Task<Connection::Next> Connection::handle_option(uint32_t option, std::span<cons
       co_return Next::kClose;
     case kOptList: {
       if (!data.empty()) co_return reply_status(co_await send_option_error(option, kRepErrInvalid, "LIST takes no data"));
+      if (auto failed = co_await sync_directory(option)) co_return *failed;
       for (const auto& listed : directory_.list()) {
         std::vector<uint8_t> entry;
         append_be32(entry, static_cast<uint32_t>(listed.name.size()));
@@ -158,7 +174,10 @@ Task<Connection::Next> Connection::handle_option(uint32_t option, std::span<cons
 Task<Connection::Next> Connection::handle_export_name(std::span<const uint8_t> data) {
   std::string name(reinterpret_cast<const char*>(data.data()), data.size());
   bool attached = data.size() <= kMaxExportNameLength;
-  if (attached) attached = co_await attach(name, nullptr);
+  if (attached) {
+    if (auto failed = co_await sync_directory(kOptExportName)) co_return *failed;
+    attached = co_await attach(name, nullptr);
+  }
   if (!attached) {
     // NBD_OPT_EXPORT_NAME has no error reply: the only answer is to close.
     KELPIE_LOG_INFO("nbd: unknown export requested with EXPORT_NAME; closing");
@@ -178,6 +197,7 @@ Task<Connection::Next> Connection::handle_info(uint32_t option, std::span<const 
     co_return (co_await send_option_error(option, kRepErrInvalid, "malformed INFO/GO request")).is_ok()
         ? Next::kNegotiate : Next::kClose;
   }
+  if (auto failed = co_await sync_directory(option)) co_return *failed;
   std::shared_ptr<Vdi> vdi = directory_.find(request->export_name);
   if (!vdi) {
     co_return (co_await send_option_error(option, kRepErrUnknown,
@@ -234,6 +254,7 @@ Task<Connection::Next> Connection::handle_meta_context(uint32_t option, std::spa
   }
   auto request = parse_meta_context_request(data);
   if (!request) co_return done(co_await send_option_error(option, kRepErrInvalid, "malformed meta context request"));
+  if (auto failed = co_await sync_directory(option)) co_return *failed;
   if (!directory_.find(request->export_name)) {
     co_return done(co_await send_option_error(option, kRepErrUnknown, "unknown export"));
   }

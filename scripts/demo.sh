@@ -9,13 +9,13 @@
 #   state directory RUN_DIR/state, node I with data in RUN_DIR/nI, log
 #   RUN_DIR/nI.log, NBD on port 10809+I-1 and admin on 7000+I-1 (node 1 has the
 #   single node's addresses; NBD_LISTEN and ADMIN_LISTEN move the bases); formatted with COPIES copies (min-copies
-#   min(2, COPIES)) unless formatted already; VDI NAME is created and every
-#   node's NBD URI printed. stop: `kelpie cluster shutdown`, then waits for every
+#   min(2, COPIES)) unless formatted already; once every node serves VDI commands
+#   (deadline), VDI NAME is created and every node's NBD URI printed. stop: `kelpie cluster shutdown`, then waits for every
 #   node to exit (SIGKILL past the deadline).
 #
 # start: runs BUILD_DIR/bin/kelpied detached, with its data, NBD socket, pid
-#   file and log under RUN_DIR; waits (deadline) until the admin port answers;
-#   creates VDI NAME of SIZE unless it exists; prints the export's NBD URI on
+#   file and log under RUN_DIR; waits (deadline) until the admin port answers
+#   and the node serves VDI commands; creates VDI NAME of SIZE unless it exists; prints the export's NBD URI on
 #   a line of its own. If a kelpied from RUN_DIR already runs, it is reused.
 # stop: SIGTERM (kelpied flushes dirty objects and exits), waits, and only
 #   past the deadline SIGKILLs; exits 0 when nothing was running.
@@ -26,6 +26,9 @@
 set -euo pipefail
 
 readonly kStartDeadlineSeconds=20
+# From the admin port answering until the node serves VDI commands (a cluster node
+# first waits for its first epoch and opens the shared VDI directory).
+readonly kServeDeadlineSeconds=60
 readonly kStopDeadlineSeconds=30
 nbd_listen=${NBD_LISTEN:-127.0.0.1:10809}
 admin_listen=${ADMIN_LISTEN:-127.0.0.1:7000}
@@ -67,6 +70,20 @@ print_uris() {
   echo "(or over the Unix socket: nbd+unix:///${name}?socket=${socket})"
 }
 
+# Waits until the node at ADDR serves VDI commands: `vdi info NAME` finds NAME or
+# says it is not found. Other answers ("the node is starting", "the cluster is not
+# formatted yet", no answer) mean not yet; past DEADLINE (a $SECONDS value) it
+# fails with the node's last answer.
+wait_serving() {
+  local kelpie=$1 addr=$2 name=$3 what=$4 deadline=$5 answer
+  until answer=$("$kelpie" --addr "$addr" vdi info "$name" 2>&1 >/dev/null); do
+    case "$answer" in *"not found"*) return 0 ;; esac
+    [ "$SECONDS" -lt "$deadline" ] ||
+      die "$what does not serve VDI commands after ${kServeDeadlineSeconds}s: ${answer:-no answer}"
+    sleep 0.2
+  done
+}
+
 ensure_vdi() {
   local kelpie=$1 name=$2 size=$3
   if "$kelpie" vdi info "$name" >/dev/null 2>&1; then
@@ -102,6 +119,7 @@ start() {
   pid=$(running_pid "$pid_file")
   if [ -n "$pid" ]; then
     echo "demo: kelpied already running from $run_dir (pid $pid)"
+    wait_serving "$kelpie" "$admin_listen" "$name" "kelpied (pid $pid)" $((SECONDS + kServeDeadlineSeconds))
     ensure_vdi "$kelpie" "$name" "$size"
     print_uris "$name" "$socket"
     return 0
@@ -140,6 +158,8 @@ start() {
   done
   [ -s "$pid_file" ] || echo "$pid" >"$pid_file"
   echo "demo: kelpied running (pid $pid), data in $run_dir/data, log in $log_file"
+  wait_serving "$kelpie" "$admin_listen" "$name" "kelpied (pid $pid; log $log_file)" \
+    $((SECONDS + kServeDeadlineSeconds))
   ensure_vdi "$kelpie" "$name" "$size"
   print_uris "$name" "$socket"
 }
@@ -230,14 +250,13 @@ start_cluster() {
       die "cluster format failed"
     echo "demo: formatted the cluster with $copies copies"
   fi
-  deadline=$((SECONDS + kStartDeadlineSeconds))
+  # Every node, not only node 1: each one's URI is printed below. A node answers
+  # "the node is starting" until it has the first epoch and the VDI directory open.
+  deadline=$((SECONDS + kServeDeadlineSeconds))
   for ((i = 1; i <= nodes; i++)); do
-    until [ "$(cluster_status "$kelpie" "$(node_admin "$i")")" = running ]; do
-      [ "$SECONDS" -lt "$deadline" ] ||
-        die "node $i is not running: $("$kelpie" --addr "$(node_admin "$i")" cluster info 2>&1 | head -n 3)"
-      sleep 0.2
-    done
+    wait_serving "$kelpie" "$(node_admin "$i")" "$name" "node $i (log $run_dir/n$i.log)" "$deadline"
   done
+  echo "demo: every node serves VDI commands"
   ensure_vdi "$kelpie" "$name" "$size"
   "$kelpie" node list
   for ((i = 1; i <= nodes; i++)); do echo "nbd://$(node_nbd "$i")/${name}"; done

@@ -11,6 +11,7 @@ source "$(dirname "$0")/cluster_lib.sh"
 M=$((1024 * 1024))
 start_cluster 3 3
 start_node 4 --gateway
+wait_serving 4
 gateway_listed() { [ "$(cluster_field 1 'doc["gateways"]')" = 1 ]; }
 poll_until 20 gateway_listed || cfail "cluster info does not list the gateway"
 ncli 4 vdi create disk 8M
@@ -44,6 +45,7 @@ MD5=$(export_md5 "$(node_uri 1 disk)")
 for i in 2 3; do [ "$(export_md5 "$(node_uri "$i" disk)")" = "$MD5" ] || cfail "node $i reads other data"; done
 acked_verify "$(node_uri 2 disk)" "$LT_TMP/w.log" --area $((8 * M))
 start_node 4
+wait_serving 4
 poll_until 20 gateway_listed || cfail "the gateway is not listed again"
 [ "$(export_md5 "$(node_uri 4 disk)")" = "$MD5" ] || cfail "the restarted gateway reads other data"
 expect_all_alive

@@ -11,6 +11,7 @@ M=$((1024 * 1024))
 start_cluster 3 3
 PHASE="gateway joins"
 start_node 4 --gateway
+wait_serving 4
 gateway_listed() {
   [ "$(cluster_field 1 'doc["gateways"]')" = 1 ] && [ "$(cluster_field 1 'doc["storage_nodes"]')" = 3 ]
 }
@@ -63,6 +64,7 @@ done
 
 PHASE="the gateway returns"
 start_node 4
+wait_serving 4
 poll_until 20 gateway_listed || cfail "the gateway is not listed again"
 [ "$(export_md5 "$(node_uri 4 live)")" = "$LIVE" ] || cfail "live reads differently through the gateway"
 [ "$(export_md5 "$(node_uri 4 disk)")" = "$WANT" ] || cfail "disk reads differently through the gateway"

@@ -7,9 +7,13 @@
 #
 #   start_cluster N [COPIES [MIN]]  N storage nodes, formatted (COPIES 3, MIN
 #                             min(2, COPIES)); returns once every node reports
-#                             the format epoch and "running".
+#                             the format epoch and "running", and serves.
 #   start_node I [FLAGS...]   starts (or restarts) node I; FLAGS (e.g. --gateway)
-#                             are remembered for later restarts of I.
+#                             are remembered for later restarts of I. Returns once
+#                             its admin port answers: it may not serve yet.
+#   wait_serving I [DEADLINE_S]  node I serves VDI commands and NBD (its VDI
+#                             directory is open; before, it answers "the node is
+#                             starting" and NBD connects are refused).
 #   kill_node I / stop_node I kill -9 / SIGTERM, and wait for the exit.
 #   sigstop_node I / sigcont_node I
 #   kill_all_nodes            kill -9 every running node at once, wait for all.
@@ -207,6 +211,18 @@ kill_all_nodes() {
 sigstop_node() { echo "SIGSTOP node $1"; kill -STOP "${CL_PID[$1]}"; CL_UP[$1]=0; }
 sigcont_node() { echo "SIGCONT node $1"; kill -CONT "${CL_PID[$1]}"; CL_UP[$1]=1; }
 
+# `vdi info` answers from the open VDI directory only: a VDI, or "not found".
+_serving() {
+  local answer
+  answer=$(ncli "$1" vdi info serving-probe 2>&1 >/dev/null) || [[ "$answer" == *"not found"* ]]
+}
+
+wait_serving() {
+  local i=$1 deadline_s=${2:-30}
+  poll_until "$deadline_s" _serving "$i" ||
+    cfail "node $i does not serve within ${deadline_s}s: $(ncli "$i" vdi info serving-probe 2>&1)"
+}
+
 cluster_field() {
   local i=$1 expr=$2 json
   json=$(ncli "$i" cluster info --json 2>/dev/null) || return 1
@@ -323,6 +339,7 @@ start_cluster() {
   ncli 1 cluster format --copies "$copies" --min-copies "$min" ||
     cfail "cluster format --copies $copies --min-copies $min failed"
   wait_settled "$n"
+  for ((i = 1; i <= n; i++)); do wait_serving "$i"; done
   echo "cluster of $n ($KELPIE_MEMBERSHIP: $(cluster_spec)): epoch $(cluster_epoch), copies $copies, min $min"
 }
 

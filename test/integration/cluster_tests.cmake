@@ -34,3 +34,7 @@ kelpie_integration_test(cluster_unavailable_zk cluster_unavailable_test.sh 300)
 set_property(TEST integration.cluster_unavailable_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")
 # DESIGN.md rule 7: old copies go per object while a node never reports "done".
 kelpie_integration_test(cluster_old_copies cluster_old_copies_test.sh 180)
+# Issue 13, case 7: after create/snapshot returns, every other node serves the export at once.
+kelpie_integration_test(cluster_read_your_writes cluster_read_your_writes_test.sh 180)
+kelpie_integration_test(cluster_read_your_writes_zk cluster_read_your_writes_test.sh 180)
+set_property(TEST integration.cluster_read_your_writes_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")

@@ -10,7 +10,10 @@ explicit binds land; it is checked by binding it, and every port handed out is
 recorded (under a lock) in PORTS_FILE so that two daemons of one test run never
 get the same port before either has bound it.
 
-    free_port.py [PORTS_FILE]   default: $KELPIE_TEST_DIR/.ports
+    free_port.py [--count N] [PORTS_FILE]   default: $KELPIE_TEST_DIR/.ports
+
+--count N prints the first of N consecutive free ports (all N recorded), for a
+daemon set that numbers its ports from a base (scripts/demo.sh's cluster).
 """
 
 import fcntl
@@ -40,7 +43,14 @@ def bindable(port):
 
 
 def main():
-    path = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
+    args = sys.argv[1:]
+    count = 1
+    if args[:1] == ["--count"]:
+        if len(args) < 2 or not args[1].isdigit() or not 1 <= int(args[1]) <= 64:
+            sys.exit("free_port.py: --count takes 1..64")
+        count = int(args[1])
+        args = args[2:]
+    path = args[0] if args else os.path.join(
         os.environ.get("KELPIE_TEST_DIR", "/tmp/kelpie-test"), ".ports")
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     high = min(ephemeral_low(), 32768) - 1
@@ -55,11 +65,12 @@ def main():
             used = set()
         rng = random.SystemRandom()
         for _ in range(2000):
-            port = rng.randint(LOW, high)
-            if port not in used and bindable(port):
-                f.write(f"{port}\n")
+            base = rng.randint(LOW, high - count + 1)
+            ports = range(base, base + count)
+            if all(port not in used and bindable(port) for port in ports):
+                f.write("".join(f"{port}\n" for port in ports))
                 f.flush()
-                print(port)
+                print(base)
                 return
     sys.exit("free_port.py: no free port found below the ephemeral range")
 

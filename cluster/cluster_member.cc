@@ -12,6 +12,7 @@
 #include "cluster/membership.h"
 #include "cluster/replica_resync.h"
 #include "common/log.h"
+#include "engine/offload.h"
 
 namespace kelpie {
 
@@ -221,6 +222,13 @@ Task<void> ClusterMember::resync_unclean(std::vector<ObjectId> ids) {
       }
     }
     ids = std::move(left);
+  }
+  // What is left stays recorded (LocalStore::kUncleanFile) for the next start: a crash
+  // or stop before this point forgets nothing.
+  std::function<Status()> record = [this, ids] { return local_->settle_unclean(ids); };
+  if (Status recorded = co_await offload<Status>(std::move(record)); !recorded.is_ok()) {
+    KELPIE_LOG_ERROR("unclean stop: recording which objects still need a resync failed: {}",
+                     recorded.to_string());
   }
   if (ids.empty()) {
     KELPIE_LOG_INFO("unclean stop: {} objects had writes in flight; {} resynced cluster-wide ({} "

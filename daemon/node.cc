@@ -80,6 +80,10 @@ Status Node::open() {
   }
   if (!options_.cluster.empty()) return open_cluster();
   if (options_.gateway) return Status::error(EINVAL, "--gateway needs --cluster");
+  // One copy: the replay of the dirty logs settled the unclean objects already.
+  if (!store_->unclean_objects().empty()) {
+    if (Status st = store_->settle_unclean({}); !st.is_ok()) return st;
+  }
   directory_ = std::make_unique<VdiDirectory>(options_.data_dir, *store_, *pool_);
   if (Status st = directory_->open(); !st.is_ok()) return st;
   nbd_ = std::make_unique<nbd::NbdServer>(nbd::ServerOptions{options_.nbd_tcp, options_.nbd_unix},
@@ -421,7 +425,7 @@ Task<Result<std::shared_ptr<Vdi>>> Node::WriterPolicy::attach(const std::string&
           }
           size_t repaired = 0;
           for (const auto& issue : resync->issues) repaired += issue.repaired ? 1 : 0;
-          KELPIE_LOG_INFO("VDI '{}': took over from a dead writer; {} objects checked, {} copies repaired",
+          KELPIE_LOG_INFO("VDI '{}': took over from a writer that never detached; {} objects checked, {} copies repaired",
                           name, resync->objects, repaired);
         }
       }
@@ -549,7 +553,12 @@ Result<ClusterSummary> Node::summarize_cluster() const {
   ClusterSummary s;
   s.driver = driver.describe();
   s.status = cluster_status_name(driver.status());
-  auto epoch = driver.current_epoch();
+  // The epoch this node works in (published to its reactors), not the newest one in
+  // the log: an epoch appended a moment ago may not have reached the data path yet,
+  // and a caller who waits for "epoch N" must find requests served in epoch N.
+  std::optional<EpochRecord> epoch;
+  if (std::shared_ptr<const EpochView> view = cluster_->epochs().latest()) epoch = view->record;
+  if (!epoch) epoch = driver.current_epoch();
   if (epoch) {
     s.cluster_uuid = uuid_to_string(epoch->cluster);
     s.epoch = epoch->epoch;

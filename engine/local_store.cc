@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <unordered_set>
 
 #include "common/bytes.h"
@@ -18,6 +19,7 @@
 #include "common/log.h"
 #include "engine/buffer.h"
 #include "engine/local_store_internal.h"
+#include "engine/superblock.h"
 
 namespace kelpie {
 
@@ -61,6 +63,39 @@ LocalStore::Shard& LocalStore::shard_of(const ObjectId& id) const {
 
 Reactor& LocalStore::owner(const ObjectId& id) const { return *shard_of(id).reactor; }
 
+// ---- the unclean-object record ----------------------------------------------------
+
+Result<std::vector<ObjectId>> LocalStore::read_unclean_record() const {
+  std::vector<ObjectId> ids;
+  std::string path = data_dir_ + "/" + kUncleanFile;
+  std::ifstream in(path);
+  if (!in) return ids;  // none: every earlier unclean object was settled
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    auto id = ObjectId::from_hex(line);
+    if (!id) return Status::error(EIO, path + ": not an object id: '" + line.substr(0, 64) + "'");
+    ids.push_back(*id);
+  }
+  return ids;
+}
+
+Status LocalStore::settle_unclean(const std::vector<ObjectId>& remaining) {
+  if (remaining.empty()) {
+    std::string path = data_dir_ + "/" + kUncleanFile;
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return Status::error(errno, "unlink " + path);
+    int dir = ::open(data_dir_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dir < 0) return Status::error(errno, "open " + data_dir_);
+    int rc = ::fsync(dir);
+    int err = errno;
+    ::close(dir);
+    return rc == 0 ? Status::ok() : Status::error(err, "fsync " + data_dir_);
+  }
+  std::string text;
+  for (const ObjectId& id : remaining) text += id.to_hex() + "\n";
+  return write_file_atomically(data_dir_, kUncleanFile, text.data(), text.size());
+}
+
 // ---- start-up and shutdown -------------------------------------------------------
 
 Status LocalStore::open() {
@@ -103,8 +138,18 @@ Status LocalStore::open() {
     co_return Status::ok();
   }(this, std::move(records)));
   if (!status.is_ok()) return status;
-  for (const std::string& name : logs) ::unlink((data_dir_ + "/" + name).c_str());
+  // Objects an earlier start found unclean and that were not settled since.
+  Result<std::vector<ObjectId>> earlier = read_unclean_record();
+  if (!earlier) return earlier.status();
+  for (const ObjectId& id : *earlier) seen.insert(id);
   unclean_objects_.assign(seen.begin(), seen.end());
+  std::sort(unclean_objects_.begin(), unclean_objects_.end(),
+            [](const ObjectId& a, const ObjectId& b) { return a.to_hex() < b.to_hex(); });
+  // Durable before the logs go: the logs are the only other record of these ids.
+  if (!logs.empty()) {
+    if (Status st = settle_unclean(unclean_objects_); !st.is_ok()) return st;
+  }
+  for (const std::string& name : logs) ::unlink((data_dir_ + "/" + name).c_str());
 
   // The object list cache: built after the replay, which may recreate objects.
   Status listed = build_list_cache(objects_dir);

@@ -141,9 +141,16 @@ class LocalStore final : public ObjectStore {
                                std::function<bool()> may_remove);
 
   // The objects named in the dirty logs that open() replayed (an unclean stop left
-  // them with writes in flight), for the cluster layer to resync; empty after a clean
-  // stop. Set once by open().
+  // them with writes in flight), with those a previous start recorded and did not
+  // settle, for the cluster layer to resync; empty after clean stops. Set once by
+  // open(), which records them durably (kUncleanFile, fsync'd with the directory)
+  // before it removes the dirty logs, so a second crash before they are settled does
+  // not forget them.
   const std::vector<ObjectId>& unclean_objects() const { return unclean_objects_; }
+  // Records that only `remaining` of unclean_objects() still need settling (empty: all
+  // settled; the record is removed). Durable before it returns. Non-reactor thread.
+  Status settle_unclean(const std::vector<ObjectId>& remaining);
+  static constexpr const char* kUncleanFile = "unclean.ids";
 
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }
@@ -231,6 +238,8 @@ class LocalStore final : public ObjectStore {
   std::atomic<uint64_t> object_count_{0};
   std::atomic<bool> failed_{false};
   std::vector<ObjectId> unclean_objects_;
+  // kUncleanFile's ids (none when it is absent); EIO naming the file if it is damaged.
+  Result<std::vector<ObjectId>> read_unclean_record() const;
 };
 
 }  // namespace kelpie

@@ -79,7 +79,10 @@ Result<uint64_t> VdiDirectory::lock_writer(const std::string& name, bool* took_o
   auto it = entries_.find(name);
   if (it == entries_.end()) return not_found(name);
   if (Status st = check_not_written_elsewhere(name, it->second); !st) return st;
-  if (took_over) *took_over = !it->second.writer.empty() && it->second.writer != self_node_;
+  // Called only when this process holds no attach of NAME: any writer recorded is one
+  // that never detached (another node that died, or this node before a crash), and its
+  // last writes may have reached only some replicas.
+  if (took_over) *took_over = !it->second.writer.empty();
   it->second.writer = self_node_;
   it->second.writer_generation = ++generation_;
   if (Status st = save_locked(); !st) return st;

@@ -95,8 +95,10 @@ class VdiDirectory {
   AttachPolicy* attach_policy() const { return attach_policy_; }
   // Records this node as NAME's writer with a new generation (returned; the VDI's
   // attach generation, kept in the document). EBUSY if another live node is its writer.
-  // took_over (optional) is set when the previous writer was another node that is
-  // dead now: its last writes may have reached only some replicas (rule 4).
+  // Call it only while this process holds no write attach of NAME. took_over
+  // (optional) is set when a writer is still recorded: another node that is dead now,
+  // or this node in an earlier run that stopped without detaching (a crash); its last
+  // writes may have reached only some replicas (rule 4).
   Result<uint64_t> lock_writer(const std::string& name, bool* took_over = nullptr);
   Status unlock_writer(const std::string& name);
   // VDIs recorded as attached for writing by a live node: (name, node).

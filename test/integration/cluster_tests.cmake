@@ -18,6 +18,8 @@ kelpie_integration_test(cluster_resync cluster_resync_test.sh 240)
 kelpie_integration_test(cluster_cow_resync cluster_cow_resync_test.sh 180)
 # Issue 13 case 1: a frozen gateway's attach is taken over; its next write fails.
 kelpie_integration_test(cluster_two_writers cluster_two_writers_test.sh 180)
+# Issue 13 case 3: a gateway killed with writes unsettled resyncs the VDI when reattached.
+kelpie_integration_test(cluster_gateway_reattach cluster_gateway_reattach_test.sh 180)
 
 # Issue 4: scenarios 1, 4 and 5 again on the zookeeper driver (the same scripts;
 # cluster_lib.sh starts a private ZooKeeper when KELPIE_MEMBERSHIP=zookeeper), and

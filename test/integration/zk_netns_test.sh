@@ -61,7 +61,7 @@ PHASE="writes through node 1 and a probe connection to node 3"
 # Every write gets 30 s: longer than a session timeout plus a new epoch, so a
 # write that waits for the epoch that drops node 3 is not a failure.
 netns_run client "$SYS_PYTHON" "$WRITER" mirror "$(ns_node_uri 1 disk)" "$IMAGE" \
-  "$CL_DIR/writer.log" "$CL_DIR/writer.stop" --max-writes 20000 --deadline-s 30 \
+  "$CL_DIR/writer.log" "$CL_DIR/writer.stop" --max-writes 1000000 --deadline-s 30 \
   2>"$CL_DIR/writer.err" &
 WRITER_PID=$!
 netns_run n3 "$SYS_PYTHON" "$WRITER" probe "$(ns_node_uri 3 probe)" "$CL_DIR/probe.go" \

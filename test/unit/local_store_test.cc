@@ -5,6 +5,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+
+#include <fstream>
 #include <unistd.h>
 
 #include <algorithm>
@@ -457,9 +459,64 @@ TEST_F(LocalStoreTest, UncleanObjectsNameTheLoggedObjectsOnlyAfterAnUncleanStop)
   stop(false);
   start();
   EXPECT_EQ(store_->unclean_objects(), std::vector<ObjectId>{logged});
+  // A clean stop does not settle them: only the cluster's resync (or, on one node,
+  // the replay) does, through settle_unclean().
+  stop(true);
+  start();
+  EXPECT_EQ(store_->unclean_objects(), std::vector<ObjectId>{logged});
+  ASSERT_TRUE(store_->settle_unclean({}).is_ok());
   stop(true);
   start();
   EXPECT_TRUE(store_->unclean_objects().empty());
+}
+
+// Issue 13 case 3: the dirty logs are gone after the replay, so the unclean ids must be
+// recorded durably before that, or a second crash before their resync forgets them.
+TEST_F(LocalStoreTest, UncleanObjectsSurviveASecondCrashUntilSettled) {
+  ObjectId first = ObjectId::data(27, 27, 0);
+  ObjectId second = ObjectId::data(27, 27, 1);
+  ASSERT_TRUE(write(first, 0, pattern(4096, 1), true).is_ok());
+  stop(false);
+  start();
+  ASSERT_EQ(store_->unclean_objects(), std::vector<ObjectId>{first});
+  EXPECT_TRUE(std::filesystem::exists(dir_ / LocalStore::kUncleanFile));
+  // Crash again before the resync settled it, with a new unsynced write meanwhile.
+  ASSERT_TRUE(write(second, 0, pattern(4096, 2), true).is_ok());
+  stop(false);
+  start();
+  EXPECT_EQ(store_->unclean_objects(), (std::vector<ObjectId>{first, second}));
+  // Part settled: only the rest is remembered.
+  ASSERT_TRUE(store_->settle_unclean({second}).is_ok());
+  stop(false);
+  start();
+  EXPECT_EQ(store_->unclean_objects(), std::vector<ObjectId>{second});
+  ASSERT_TRUE(store_->settle_unclean({}).is_ok());
+  EXPECT_FALSE(std::filesystem::exists(dir_ / LocalStore::kUncleanFile));
+  stop(false);
+  start();
+  EXPECT_TRUE(store_->unclean_objects().empty());
+}
+
+TEST_F(LocalStoreTest, DamagedUncleanRecordRefusesToOpen) {
+  stop(true);
+  {
+    std::ofstream out(dir_ / LocalStore::kUncleanFile);
+    out << "not-an-object-id\n";
+  }
+  dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
+  io_ = std::make_unique<UringIoBackend>(dir_fd_);
+  std::vector<Reactor*> raw;
+  reactors_.push_back(std::make_unique<Reactor>(0, 64));
+  raw.push_back(reactors_.back().get());
+  Reactor* r = raw.back();
+  threads_.emplace_back([r] { r->run(); });
+  pool_ = std::make_unique<ReactorPool>(raw);
+  store_ = std::make_unique<LocalStore>(raw, *io_, dir_.string());
+  Status opened = store_->open();
+  EXPECT_EQ(opened.code(), EIO);
+  EXPECT_NE(opened.message().find("unclean.ids"), std::string::npos) << opened.to_string();
+  stop(false);  // never opened: nothing to close
+  std::filesystem::remove(dir_ / LocalStore::kUncleanFile);
 }
 
 TEST_F(LocalStoreTest, InstallNeverInterleavesWithWrites) {

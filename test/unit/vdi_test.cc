@@ -213,5 +213,33 @@ TEST_F(VdiTest, FailedInodeWriteAfterMapCreateKeepsTheMapObject) {
   EXPECT_EQ(read(reloaded, 0, 4096), std::vector<uint8_t>(4096, 0));
 }
 
+// Issue 13 case 3: a gateway killed with writes unsettled and attached again through
+// the same node must resync the VDI (a "takeover" from its own earlier run); a clean
+// detach leaves nothing to take over.
+TEST_F(VdiTest, WriterRecordedByAnEarlierRunIsATakeover) {
+  auto alive = [](const std::string&) { return true; };
+  directory_->set_cluster_identity("node-a", alive);
+  ASSERT_TRUE(directory_->create("d", 8 * kMiB, 20).is_ok());
+  bool took_over = true;
+  auto first = directory_->lock_writer("d", &took_over);
+  ASSERT_TRUE(first.is_ok());
+  EXPECT_FALSE(took_over);
+  stop(false);  // killed while attached
+  start();
+  directory_->set_cluster_identity("node-a", alive);
+  auto again = directory_->lock_writer("d", &took_over);
+  ASSERT_TRUE(again.is_ok());
+  EXPECT_TRUE(took_over) << "the earlier run's attach was never detached";
+  EXPECT_GT(*again, *first);
+  ASSERT_TRUE(directory_->unlock_writer("d").is_ok());
+  auto clean = directory_->lock_writer("d", &took_over);
+  ASSERT_TRUE(clean.is_ok());
+  EXPECT_FALSE(took_over);
+  // The attach generation is the VDI's own and is what writer_holds() checks.
+  VdiId head = directory_->find("d")->id();
+  EXPECT_TRUE(*directory_->writer_holds(head, *clean));
+  EXPECT_FALSE(*directory_->writer_holds(head, *again));
+}
+
 }  // namespace
 }  // namespace kelpie

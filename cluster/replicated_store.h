@@ -110,6 +110,10 @@ class ReplicatedStore final : public ObjectStore {
   Task<Status> flush() override;
   Task<Result<std::vector<ObjectId>>> list_objects(VdiId owner) override;
 
+  // Whether objects owned by VDI `owner` wait for a settle (replicas may differ).
+  // Non-reactor thread (visits every reactor).
+  bool has_unsettled(VdiId owner) const;
+
   void stop();
   // Objects whose replicas may differ and which wait for a background resync.
   uint64_t unsynced_objects() const { return unsynced_count_.load(); }

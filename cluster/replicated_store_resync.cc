@@ -246,6 +246,21 @@ Task<std::vector<NodeIndex>> ReplicatedStore::read_order(const EpochView& view, 
   co_return order;
 }
 
+bool ReplicatedStore::has_unsettled(VdiId owner) const {
+  if (unsynced_count_.load() == 0) return false;
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    const Shard* shard = shards_[i].get();
+    bool found = reactors_.at(i).block_on([](const Shard* s, VdiId vdi) -> Task<bool> {
+      for (const auto& [id, record] : s->unsynced) {
+        if (id.vdi == vdi) co_return true;
+      }
+      co_return false;
+    }(shard, owner));
+    if (found) return true;
+  }
+  return false;
+}
+
 void ReplicatedStore::stop() {
   stopping_.store(true);
   auto deadline = Clock::now() + std::chrono::seconds(10);

@@ -472,7 +472,14 @@ Task<void> Node::WriterPolicy::detach(const std::string& name, std::shared_ptr<V
     store.grants().release(head);
     // A revoked attach is another node's now: its directory entry is not ours to clear.
     if (held && held->revoked) return Status::ok();
-    return self->node_.directory_->unlock_writer(name);
+    // Writes that failed on some replica and are not settled yet: whoever attaches
+    // next (here or elsewhere) resyncs the VDI first (rule 4).
+    const bool unsettled = store.has_unsettled(head);
+    if (unsettled) {
+      KELPIE_LOG_WARN("VDI '{}' detached with objects whose replicas may differ; the next "
+                      "write attach resyncs it", name);
+    }
+    return self->node_.directory_->unlock_writer(name, unsettled);
   };
   Status st = co_await offload<Status>(std::move(work));
   if (!st) KELPIE_LOG_WARN("releasing the write attach of '{}' failed: {}", name, st.to_string());

@@ -66,7 +66,7 @@ void VdiDirectory::set_cluster_identity(std::string self,
 }
 
 Status VdiDirectory::check_not_written_elsewhere(const std::string& name, const Entry& entry) const {
-  if (entry.writer.empty() || entry.writer == self_node_) return Status::ok();
+  if (entry.writer.empty() || entry.writer == self_node_ || entry.writer_unsettled) return Status::ok();
   if (alive_ && !alive_(entry.writer)) return Status::ok();
   return Status::error(EBUSY, "VDI '" + name + "' is attached for writing through node " +
                                   entry.writer + "; detach it there first");
@@ -84,6 +84,7 @@ Result<uint64_t> VdiDirectory::lock_writer(const std::string& name, bool* took_o
   // last writes may have reached only some replicas.
   if (took_over) *took_over = !it->second.writer.empty();
   it->second.writer = self_node_;
+  it->second.writer_unsettled = false;
   it->second.writer_generation = ++generation_;
   if (Status st = save_locked(); !st) return st;
   return generation_;
@@ -151,19 +152,23 @@ std::vector<std::pair<std::string, std::string>> VdiDirectory::live_writers() co
   std::lock_guard lock(mutex_);
   std::vector<std::pair<std::string, std::string>> out;
   for (const auto& [name, entry] : entries_) {
-    if (entry.writer.empty() || (alive_ && !alive_(entry.writer))) continue;
+    if (entry.writer.empty() || entry.writer_unsettled || (alive_ && !alive_(entry.writer))) continue;
     out.emplace_back(name, entry.writer);
   }
   return out;
 }
 
-Status VdiDirectory::unlock_writer(const std::string& name) {
+Status VdiDirectory::unlock_writer(const std::string& name, bool unsettled) {
   Control control(*this);
   if (!control.status()) return control.status();
   std::lock_guard lock(mutex_);
   auto it = entries_.find(name);
   if (it == entries_.end() || it->second.writer != self_node_) return Status::ok();
-  it->second.writer.clear();
+  if (unsettled) {
+    it->second.writer_unsettled = true;
+  } else {
+    it->second.writer.clear();
+  }
   return save_locked();
 }
 
@@ -252,7 +257,7 @@ Status VdiDirectory::reconcile(const std::string& text) {
       head = *loaded;
     }
     Entry entry{head, {}, item.value("restored_from", ""), item.value("writer", ""),
-                item.value("writer_generation", uint64_t{0})};
+                item.value("writer_generation", uint64_t{0}), item.value("writer_unsettled", false)};
     for (const auto& snap : item.value("snapshots", nlohmann::json::array())) {
       VdiId snap_id = snap.value("id", 0u);
       std::shared_ptr<Vdi> vdi = known(snap_id, true);
@@ -288,6 +293,7 @@ Status VdiDirectory::save_locked() {
     if (!entry.restored_from.empty()) item["restored_from"] = entry.restored_from;
     if (!entry.writer.empty()) item["writer"] = entry.writer;
     if (entry.writer_generation != 0) item["writer_generation"] = entry.writer_generation;
+    if (entry.writer_unsettled) item["writer_unsettled"] = true;
     item["snapshots"] = nlohmann::json::array();
     for (const auto& snap : entry.snapshots) {
       item["snapshots"].push_back({{"tag", snap->tag()}, {"id", snap->id()}});

@@ -100,7 +100,11 @@ class VdiDirectory {
   // or this node in an earlier run that stopped without detaching (a crash); its last
   // writes may have reached only some replicas (rule 4).
   Result<uint64_t> lock_writer(const std::string& name, bool* took_over = nullptr);
-  Status unlock_writer(const std::string& name);
+  // Ends this node's write attach of NAME. With `unsettled` (objects this node wrote
+  // may still differ between replicas), the writer stays recorded, marked unsettled: it
+  // no longer blocks other nodes, and the next write attach anywhere is a takeover that
+  // resyncs the VDI first.
+  Status unlock_writer(const std::string& name, bool unsettled = false);
   // VDIs recorded as attached for writing by a live node: (name, node).
   std::vector<std::pair<std::string, std::string>> live_writers() const;
   // NAME (or NAME@TAG) for a new NBD connection of this node, pinned (its `attached`
@@ -137,6 +141,7 @@ class VdiDirectory {
     std::string restored_from;
     std::string writer;  // node attached for writing ("" = none; clusters only)
     uint64_t writer_generation = 0;  // the generation of the last write attach granted
+    bool writer_unsettled = false;   // detached with objects unsettled (unlock_writer)
   };
   // EBUSY when another live node writes `entry`.
   Status check_not_written_elsewhere(const std::string& name, const Entry& entry) const;

@@ -241,5 +241,24 @@ TEST_F(VdiTest, WriterRecordedByAnEarlierRunIsATakeover) {
   EXPECT_FALSE(*directory_->writer_holds(head, *again));
 }
 
+// Issue 13 case 2: a gateway that detaches with objects unsettled leaves the writer
+// recorded as unsettled: it blocks nobody, and the next attach anywhere is a takeover.
+TEST_F(VdiTest, DetachWithUnsettledObjectsMakesTheNextAttachATakeover) {
+  auto alive = [](const std::string&) { return true; };
+  directory_->set_cluster_identity("node-a", alive);
+  ASSERT_TRUE(directory_->create("d", 8 * kMiB, 20).is_ok());
+  ASSERT_TRUE(directory_->lock_writer("d").is_ok());
+  ASSERT_TRUE(directory_->unlock_writer("d", true).is_ok());
+  EXPECT_TRUE(directory_->live_writers().empty());
+  // Another live node attaches: not refused, and told to resync first.
+  directory_->set_cluster_identity("node-b", alive);
+  bool took_over = false;
+  ASSERT_TRUE(directory_->lock_writer("d", &took_over).is_ok());
+  EXPECT_TRUE(took_over);
+  ASSERT_TRUE(directory_->unlock_writer("d").is_ok());
+  ASSERT_TRUE(directory_->lock_writer("d", &took_over).is_ok());
+  EXPECT_FALSE(took_over);
+}
+
 }  // namespace
 }  // namespace kelpie

@@ -106,6 +106,7 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
     std::lock_guard lock(cluster_mutex_);
     return cluster_;
   }, full_ratio_.get());
+  service_->set_fences(&fences_);
   replicated_ = std::make_unique<ReplicatedStore>(*epochs_, *peers_, *service_, reactors_);
   if (!options_.gateway) {
     server_ = std::make_unique<PeerServer>(self_.peer_address, *service_, reactors_);

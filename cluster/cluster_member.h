@@ -41,6 +41,7 @@
 #include "cluster/recovery.h"
 #include "cluster/replica_service.h"
 #include "cluster/replicated_store.h"
+#include "cluster/vdi_fences.h"
 #include "engine/directory_backing.h"
 #include "engine/local_store.h"
 #include "engine/superblock.h"
@@ -86,6 +87,8 @@ class ClusterMember {
   MembershipDriver& driver() { return *driver_; }
   EpochState& epochs() { return *epochs_; }
   Recovery* recovery() { return recovery_.get(); }
+  // Per-VDI write fences of this node's replica (fed from the VDI directory).
+  VdiFences& fences() { return fences_; }
   const ClusterMemberOptions& options() const { return options_; }
   // The VDI directory's home: the driver's directory_backing("vdis.json").
   std::unique_ptr<DirectoryBacking> make_directory_backing() const;
@@ -119,6 +122,7 @@ class ClusterMember {
   std::unique_ptr<EpochState> epochs_;
   std::unique_ptr<PeerClient> peers_;
   std::unique_ptr<Recovery> recovery_;
+  VdiFences fences_;
   std::unique_ptr<ReplicaService> service_;
   std::unique_ptr<PeerServer> server_;
   std::unique_ptr<ReplicatedStore> replicated_;

@@ -76,6 +76,22 @@ ReplicaService::Admission::~Admission() {
 }
 
 Result<ReplicaService::Admission> ReplicaService::admit(const ObjectId& id, const PeerRequest& request) {
+  if (fences_ != nullptr && (request.flags & kPeerFlagResync) == 0) {
+    // One writer per VDI: an update below the VDI's attach generation comes from a
+    // gateway whose attach was taken over (vdi_fences.h).
+    switch (fences_->admit(id.vdi, request.version.generation, kNotReady)) {
+      case 0:
+        break;
+      case ESTALE:
+        return Status::error(ESTALE, "object " + id.to_hex() + ": generation " +
+                                         std::to_string(request.version.generation) +
+                                         " is below VDI " + std::to_string(id.vdi) +
+                                         "'s attach generation " +
+                                         std::to_string(fences_->fence(id.vdi)) + " (fenced)");
+      default:
+        return Status::error(kNotReady, "this node has not loaded the VDI directory yet");
+    }
+  }
   const auto now = std::chrono::steady_clock::now();
   const bool held_install = request.op == PeerOp::kWrite &&
                             (request.flags & kPeerFlagResync) != 0 &&

@@ -17,6 +17,12 @@
 //    writer. Like a write it first waits for recovery (ensure(): the copy judged is the
 //    newest); an object judged unavailable (rule 2) is removed without that wait, as
 //    before. An empty version is not fenced; an absent object is ok.
+//  - Per-VDI fence (set_fences(), cluster/vdi_fences.h): a write, zero, copy-on-write
+//    or remove whose generation is below the highest attach generation the VDI
+//    directory granted for the object's VDI is refused with ESTALE, nothing changed,
+//    even for an object the newer attach has not written here (the per-copy fence
+//    above can not see those); until this node has loaded the directory once, such
+//    updates are answered kNotReady (the sender retries). Resync installs are exempt.
 //  - kAdmin is refused (ENOTSUP): admin requests between nodes use the admin
 //    protocol for now (docs/protocol.md).
 //  - Full ratio (rule 4): a request that makes an object (kWrite with kPeerFlagCreate,
@@ -54,6 +60,7 @@
 #include "cluster/full_ratio.h"
 #include "cluster/peer_transport.h"
 #include "cluster/recovery.h"
+#include "cluster/vdi_fences.h"
 #include "engine/local_store.h"
 
 namespace kelpie {
@@ -69,6 +76,8 @@ class ReplicaService final : public PeerHandler {
   Task<PeerReply> handle(const PeerRequest& request) override;
   // In-process: kRead bytes go straight into read_into.
   Task<PeerReply> apply(const PeerRequest& request, std::span<uint8_t> read_into);
+  // The per-VDI fences to apply (none: no per-VDI fence). Set before serving.
+  void set_fences(const VdiFences* fences) { fences_ = fences; }
 
  private:
   Task<PeerReply> serve(const PeerRequest& request, std::span<uint8_t> read_into);
@@ -108,6 +117,7 @@ class ReplicaService final : public PeerHandler {
   Uuid self_;
   std::function<Uuid()> cluster_id_;
   const FullRatio* full_ratio_;
+  const VdiFences* fences_ = nullptr;
   // Serve runs on any reactor: the holds and write counts are shared under a mutex
   // (never held across a suspension). An entry exists while held or written.
   std::mutex holds_mutex_;

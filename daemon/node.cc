@@ -314,6 +314,8 @@ void Node::serve_when_running() {
   if (closing_) return;
   directory_ = std::make_unique<VdiDirectory>(cluster_->make_directory_backing(), cluster_->store(),
                                               *pool_);
+  directory_->set_writers_listener(
+      [this](const std::vector<std::pair<VdiId, uint64_t>>& grants) { cluster_->fences().learn(grants); });
   for (;;) {
     Status st = directory_->open();
     if (st) break;

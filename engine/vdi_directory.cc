@@ -42,6 +42,7 @@ VdiDirectory::Control::Control(VdiDirectory& directory)
     status_ = text.status();
     return;
   }
+  directory_.publish_writers(*text);
   if (*text != directory_.loaded_text_) status_ = directory_.reconcile(*text);
 }
 
@@ -306,8 +307,29 @@ Status VdiDirectory::save_locked() {
   for (const Reclaim& r : retained_) doc["retained"].push_back({{"id", r.id}, {"family", r.family}});
   std::string text = doc.dump(1) + "\n";
   Status st = backing_->write(text);
-  if (st) loaded_text_ = std::move(text);
+  if (st) {
+    publish_writers(text);
+    loaded_text_ = std::move(text);
+  }
   return st;
+}
+
+void VdiDirectory::publish_writers(const std::string& text) {
+  // From the document itself, not from what reconcile() loaded: a node learns the
+  // grants as soon as it can read the document, even while an inode is unreadable.
+  if (!writers_listener_ || (writers_published_ && text == published_text_)) return;
+  std::vector<std::pair<VdiId, uint64_t>> grants;
+  if (!text.empty()) {
+    nlohmann::json doc = nlohmann::json::parse(text, nullptr, false);
+    if (doc.is_discarded() || !doc.is_object()) return;  // reconcile() reports it
+    for (const auto& item : doc.value("vdis", nlohmann::json::array())) {
+      uint64_t generation = item.value("writer_generation", uint64_t{0});
+      if (generation != 0) grants.emplace_back(item.value("id", 0u), generation);
+    }
+  }
+  writers_listener_(grants);
+  writers_published_ = true;
+  published_text_ = text;
 }
 
 // ---- lookups -----------------------------------------------------------------

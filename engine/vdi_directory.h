@@ -92,6 +92,12 @@ class VdiDirectory {
   // rollback, delete and resize here with EBUSY naming that node.
   void set_cluster_identity(std::string self, std::function<bool(const std::string&)> alive);
   void set_attach_policy(AttachPolicy* policy) { attach_policy_ = policy; }
+  // Told (head id, attach generation) of every VDI whose writer_generation is set,
+  // each time this node reads a new version of the document or writes one, before
+  // the control operation that read or wrote it goes on (a cluster's replicas fence old writers with it,
+  // cluster/vdi_fences.h). Set before open().
+  using WritersListener = std::function<void(const std::vector<std::pair<VdiId, uint64_t>>&)>;
+  void set_writers_listener(WritersListener listener) { writers_listener_ = std::move(listener); }
   AttachPolicy* attach_policy() const { return attach_policy_; }
   // Records this node as NAME's writer with a new generation (returned; the VDI's
   // attach generation, kept in the document). EBUSY if another live node is its writer.
@@ -169,6 +175,8 @@ class VdiDirectory {
   // Replaces the cached object of `text` by one loaded afresh (control held).
   Result<std::shared_ptr<Vdi>> reload_locked(const std::string& text);
   Status save_locked();
+  // Calls the writers listener with the grants in document `text` (control held).
+  void publish_writers(const std::string& text);
   Status reclaim_pending();
   // Frees target's unreferenced objects; returns how many it had to keep.
   Task<Result<size_t>> reclaim_one(Reclaim target, std::vector<std::shared_ptr<Vdi>> live);
@@ -185,6 +193,9 @@ class VdiDirectory {
   std::string self_node_;
   std::function<bool(const std::string&)> alive_;
   AttachPolicy* attach_policy_ = nullptr;
+  WritersListener writers_listener_;
+  bool writers_published_ = false;
+  std::string published_text_;  // the document last published (control held)
   ObjectStore& store_;
   const ReactorPool& reactors_;
   mutable std::mutex mutex_;

@@ -4,3 +4,5 @@ kelpie_unit_test(replica_resync_test kelpie_cluster)
 # Rule 4's write hold of an outside resync (kHold, replica_service.h): the wire, the
 # replica's side, and the race it closes with two replicas.
 kelpie_unit_test(replica_hold_test kelpie_cluster)
+# One writer per VDI at the replica: the per-VDI fence fed from the VDI directory.
+kelpie_unit_test(vdi_fence_test kelpie_cluster)

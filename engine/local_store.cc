@@ -654,6 +654,11 @@ Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src, ObjectVer
   co_return st;
 }
 
+void LocalStore::set_open_file_limit(size_t per_shard) {
+  KELPIE_ASSERT(per_shard > 0);
+  for (auto& shard : shards_) shard->max_open = per_shard;
+}
+
 Task<Status> LocalStore::flush_shard(Shard& shard) {
   AsyncMutex::Guard serial = co_await shard.flush_mutex.lock();
   if (failed_) co_return Status::error(EIO, "store refuses writes after a failed fdatasync");

@@ -145,6 +145,11 @@ class LocalStore final : public ObjectStore {
   // stop. Set once by open().
   const std::vector<ObjectId>& unclean_objects() const { return unclean_objects_; }
 
+  // Bounds the object files kept open per shard (default: 8192 / shards, at least
+  // 64); the least recently used idle one is closed beyond it, fdatasync'd first if
+  // dirty. Call after open(), before serving (tests use a small limit).
+  void set_open_file_limit(size_t per_shard);
+
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }
   bool failed() const { return failed_.load(); }

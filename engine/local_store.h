@@ -19,6 +19,12 @@
 //    (a create replaces the copy, so its version becomes {0, 0}).
 //  - A write or zero stores max(stored, version); a create, create_from or install
 //    stores exactly `version` (the copy is replaced).
+//  - create_from (and create_from_versioned) returns only once the copy, its crcs,
+//    its version and its directory entry are durable (rule 5: the map entry that
+//    will name it must not reach the disk first).
+//  - flush() also covers objects whose eviction from the open-file cache began an
+//    fdatasync before the flush: it waits for those syncs and fails if one failed
+//    (or if any fdatasync of the store failed meanwhile).
 //  - Without fua the version, like the data, is durable after flush(); a power loss
 //    before it may persist them in either order, but the object is in the dirty log,
 //    and rule 4 resyncs logged objects. With fua (and always for install) the data is

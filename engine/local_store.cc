@@ -383,16 +383,24 @@ Task<void> LocalStore::evict_if_needed(Shard& shard) {
     ObjectRef keep = shard.objects[victim->id];
     if (shard.dirty.contains(victim->id)) {
       if (!shard.dirty[victim->id]) continue;  // its log record is still on the way
+      // The object leaves `dirty` now, so a flush that starts while this sync runs
+      // waits for it in eviction_syncs (rule 6) and fails if it fails.
       shard.dirty.erase(victim->id);
+      auto sync = std::make_shared<Shard::EvictionSync>();
+      shard.eviction_syncs.push_back(sync);
       ++victim->pins;
       Status st = co_await io_.datasync(victim->fd);
       --victim->pins;
+      std::erase(shard.eviction_syncs, sync);
       if (!st.is_ok()) {
         failed_ = true;
         KELPIE_LOG_CRITICAL("fdatasync of {} failed ({}); refusing writes from now on",
                             victim->id.to_hex(), st.to_string());
+        sync->status = Status::error(EIO, "fdatasync of an evicted object failed");
+        sync->done.set();
         co_return;
       }
+      sync->done.set();
       if (victim->pins > 0 || !victim->lock.idle() || victim->gone) {
         it = shard.lru.begin();
         continue;
@@ -696,7 +704,20 @@ Task<Status> LocalStore::create_from_local(ObjectId dst, ObjectId src, ObjectVer
   if (!st.is_ok()) co_return io_failure(st, dst, "copy-on-write");
   target.crcs = source.crcs;
   if (!version.empty()) st = co_await store_version(shard, target, version, true, false);
+  // Target before pointer (rule 5): the copy (data, crcs, version) and its directory
+  // entry are durable before this returns, so the map entry that names it, FUA or
+  // not, can never reach the disk first (writeback may persist the map block at any
+  // time). Without this a power loss could leave the map naming a copy that was only
+  // in the page cache: recovery recreates it as zeros and the ancestor's flushed data
+  // is gone. Once per object per snapshot; plain writes never come here.
+  if (st.is_ok()) st = co_await sync_or_fail(target.fd, dst);
+  if (st.is_ok() && shard.dir_dirty) st = co_await sync_or_fail(shard.dir_fd, dst);
   co_return st;
+}
+
+void LocalStore::set_open_file_limit(size_t per_shard) {
+  KELPIE_ASSERT(per_shard > 0);
+  for (auto& shard : shards_) shard->max_open = per_shard;
 }
 
 Task<Status> LocalStore::flush_shard(Shard& shard) {
@@ -721,8 +742,20 @@ Task<Status> LocalStore::flush_shard(Shard& shard) {
     shard.dir_dirty = false;
     syncs.push_back(io_.datasync(shard.dir_fd));
   }
+  // Objects written before this flush whose eviction took them out of `dirty`: their
+  // sync is the one that makes them durable, and only it saw its error (a second
+  // fdatasync of the file may not report it again), so wait for it and take its status.
+  for (auto& sync : shard.eviction_syncs) {
+    syncs.push_back([](std::shared_ptr<Shard::EvictionSync> pending) -> Task<Status> {
+      co_await pending->done.wait();
+      co_return pending->status;
+    }(sync));
+  }
   Status st = co_await when_all(std::move(syncs));
   for (auto& object : targets) release(shard, *object);
+  // Any failed fdatasync meanwhile (an eviction, sync_object) fails this flush too:
+  // the kernel may have dropped pages this flush was meant to cover.
+  if (st.is_ok() && failed_) st = Status::error(EIO, "an fdatasync failed during the flush");
   if (!st.is_ok()) {
     failed_ = true;
     KELPIE_LOG_CRITICAL("fdatasync failed ({}); the kernel may have dropped dirty pages, so this "

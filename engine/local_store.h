@@ -19,6 +19,12 @@
 //    (a create replaces the copy, so its version becomes {0, 0}).
 //  - A write or zero stores max(stored, version); a create, create_from or install
 //    stores exactly `version` (the copy is replaced).
+//  - create_from (and create_from_versioned) returns only once the copy, its crcs,
+//    its version and its directory entry are durable (rule 5: the map entry that
+//    will name it must not reach the disk first).
+//  - flush() also covers objects whose eviction from the open-file cache began an
+//    fdatasync before the flush: it waits for those syncs and fails if one failed
+//    (or if any fdatasync of the store failed meanwhile).
 //  - Without fua the version, like the data, is durable after flush(); a power loss
 //    before it may persist them in either order, but the object is in the dirty log,
 //    and rule 4 resyncs logged objects. With fua (and always for install) the data is
@@ -151,6 +157,11 @@ class LocalStore final : public ObjectStore {
   // settled; the record is removed). Durable before it returns. Non-reactor thread.
   Status settle_unclean(const std::vector<ObjectId>& remaining);
   static constexpr const char* kUncleanFile = "unclean.ids";
+
+  // Bounds the object files kept open per shard (default: 8192 / shards, at least
+  // 64); the least recently used idle one is closed beyond it, fdatasync'd first if
+  // dirty. Call after open(), before serving (tests use a small limit).
+  void set_open_file_limit(size_t per_shard);
 
   Reactor& owner(const ObjectId& id) const;
   uint64_t object_count() const { return object_count_.load(); }

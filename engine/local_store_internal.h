@@ -57,6 +57,13 @@ struct LocalStore::Shard {
   AsyncMutex flush_mutex;
   std::unique_ptr<DirtyLog> log;
   size_t max_open = 1024;
+  // fdatasyncs of evicted dirty objects still running: those objects left `dirty`
+  // when their sync began, so a flush waits for these instead, and fails with them.
+  struct EvictionSync {
+    Event done;
+    Status status;
+  };
+  std::vector<std::shared_ptr<EvictionSync>> eviction_syncs;
   // The object list cache: every object of this shard on disk, whether open or not.
   // `version` follows what was written to the header; `fence_generation` is the
   // highest generation admitted (raised before the data lands, kept across creates

@@ -51,7 +51,8 @@ class ObjectStore {
                              WriteOptions options) = 0;
   // Makes [offset, offset+length) read as zeros, keeping the object allocated.
   virtual Task<Status> zero(ObjectId id, uint64_t offset, uint64_t length, bool fua) = 0;
-  // dst becomes a copy of src (copy-on-write); dst is replaced if it exists.
+  // dst becomes a copy of src (copy-on-write); dst is replaced if it exists. The copy
+  // is durable when this completes (rule 5: the map entry naming dst comes after).
   virtual Task<Status> create_from(ObjectId dst, ObjectId src) = 0;
   // Deletes the object; removing a missing object succeeds.
   virtual Task<Status> remove(ObjectId id) = 0;

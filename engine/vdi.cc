@@ -77,11 +77,11 @@ Inode Vdi::inode() const {
   return copy;
 }
 
-Task<Status> Vdi::write_inode() {
+Task<Status> Vdi::write_inode(bool fua) {
   Inode snapshot = inode_;
   snapshot.size_bytes = size();
   std::vector<uint8_t> image = encode_inode(snapshot);
-  co_return co_await store_.write(ObjectId::inode(inode_.id, inode_.family), 0, image, {});
+  co_return co_await store_.write(ObjectId::inode(inode_.id, inode_.family), 0, image, {fua});
 }
 
 Task<Status> Vdi::create() {
@@ -146,7 +146,11 @@ Task<Status> Vdi::ensure_map_object(uint32_t k) {
       // store settles it by resyncing the newest inode to every replica), and making
       // map k again could fail and be undone (removed everywhere) under that inode.
       if (inode_.map_table[k] != inode_.id) st = co_await create_map_object(k);
-      if (st.is_ok()) st = co_await write_inode();
+      // FUA: a map entry is reachable only through the inode, and a FUA write that
+      // had to name map k must survive a power loss (so must the next FUA write
+      // here, which finds map_owned_ set and writes no inode). Once per map object
+      // per head, beside create_map_object's own FUA write; no flush covers it.
+      if (st.is_ok()) st = co_await write_inode(true);
       if (st.is_ok()) map_owned_[k].store(true, std::memory_order_release);
     }
   }
@@ -399,7 +403,7 @@ Task<Status> Vdi::resize(uint64_t new_size) {
   } else {
     size_bytes_.store(new_size, std::memory_order_release);
   }
-  Status st = co_await write_inode();
+  Status st = co_await write_inode(false);
   if (st.is_ok()) st = co_await store_.flush();
   co_return st;
 }

@@ -15,7 +15,10 @@
 //    A snapshot's objects are never written again: the head copies an object it
 //    does not own on its first write (copy-on-write, on the object's own shard),
 //    and copies a map object it does not own before changing an entry in it.
-//  - A map object is durable (FUA) before the inode names it. Once made, it is never
+//  - A map object is durable (FUA) before the inode names it, and the inode write
+//    that names it is FUA too: a FUA write is acknowledged only once everything that
+//    leads to it is durable. A copy-on-write copy is durable before its map entry is
+//    written (ObjectStore::create_from). Once made, a map object is never
 //    made again by this head: if the inode write that names it fails, only that write
 //    is retried (a replicated store undoes a failed create by removing the object
 //    everywhere, while the failed inode write may have landed and name it).
@@ -113,7 +116,8 @@ class Vdi {
   // Writes map object k durably from memory and sets inode_.map_table[k] to this head.
   // On reactor 0 under inode_mutex_.
   Task<Status> create_map_object(uint32_t k);
-  Task<Status> write_inode();
+  // fua: durable before completion; else with the next flush.
+  Task<Status> write_inode(bool fua);
   Task<Status> create_from_ancestor(uint32_t index, VdiId owner);
 
   // One object-sized piece, run on the object's owner reactor.

@@ -1,6 +1,9 @@
-// StoreFixture: a LocalStore on two real reactors over a scratch directory, for
+// StoreFixture: a LocalStore on real reactors (two unless reactor_count_ says otherwise
+// before SetUp()) over a scratch directory, for
 // the engine's unit tests. start()/stop() may be repeated to test restarts;
-// stop(false) leaves the dirty logs behind like a kill -9.
+// stop(false) leaves the dirty logs behind like a kill -9. A subclass that sets
+// power_loss_io_ before SetUp() runs the store on a CrashIoBackend, and power_loss()
+// stops it like a kill -9 and then drops every write no fdatasync covered.
 #pragma once
 
 #include <fcntl.h>
@@ -9,12 +12,14 @@
 
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "engine/local_store.h"
 #include "engine/reactor_pool.h"
+#include "test/unit/crash_io_backend.h"
 
 namespace kelpie {
 
@@ -37,9 +42,15 @@ class StoreFixture : public ::testing::Test {
 
   void start() {
     dir_fd_ = ::open(dir_.c_str(), O_RDONLY | O_DIRECTORY);
-    io_ = std::make_unique<UringIoBackend>(dir_fd_);
+    if (power_loss_io_) {
+      auto crash_io = std::make_unique<CrashIoBackend>(dir_fd_);
+      crash_io_ = crash_io.get();
+      io_ = std::move(crash_io);
+    } else {
+      io_ = std::make_unique<UringIoBackend>(dir_fd_);
+    }
     std::vector<Reactor*> raw;
-    for (unsigned i = 0; i < 2; ++i) {
+    for (unsigned i = 0; i < reactor_count_; ++i) {
       reactors_.push_back(std::make_unique<Reactor>(i, 64));
       raw.push_back(reactors_.back().get());
       Reactor* r = raw.back();
@@ -50,7 +61,15 @@ class StoreFixture : public ::testing::Test {
     ASSERT_TRUE(store_->open().is_ok());
     on_started();
   }
-  void stop(bool clean = true) {
+  void stop(bool clean = true) { stop_then(clean, [] {}); }
+  // A power loss: stopped uncleanly, then everything unsynced is lost (torn at 4 KiB
+  // with a seed). start() comes back on a fresh backend.
+  void power_loss(std::optional<uint64_t> torn_seed = std::nullopt) {
+    ASSERT_NE(crash_io_, nullptr) << "set power_loss_io_ before SetUp()";
+    stop_then(false, [&] { crash_io_->crash(torn_seed); });
+  }
+  template <typename Fn>
+  void stop_then(bool clean, Fn before_io_reset) {
     if (!store_) return;
     on_stopping();
     if (clean) {
@@ -62,7 +81,9 @@ class StoreFixture : public ::testing::Test {
     pool_.reset();
     threads_.clear();
     reactors_.clear();
+    before_io_reset();
     io_.reset();
+    crash_io_ = nullptr;
     ::close(dir_fd_);
   }
   Reactor& r0() { return *reactors_[0]; }
@@ -70,7 +91,10 @@ class StoreFixture : public ::testing::Test {
   static inline int counter_ = 0;
   std::filesystem::path dir_;
   int dir_fd_ = -1;
-  std::unique_ptr<UringIoBackend> io_;
+  unsigned reactor_count_ = 2;  // set before SetUp()
+  bool power_loss_io_ = false;
+  std::unique_ptr<IoBackend> io_;
+  CrashIoBackend* crash_io_ = nullptr;
   std::vector<std::unique_ptr<Reactor>> reactors_;
   std::vector<std::thread> threads_;
   std::unique_ptr<ReactorPool> pool_;

@@ -269,8 +269,13 @@ start_kelpied_3n() {
     tail_logs kelpied-3n
     die "kelpied-3n: the nodes did not all report 'running' with $kClusterNodes storage nodes within ${kStartDeadlineSeconds}s"
   }
-  "$kelpie" --addr "${admins[0]}" vdi create "$kExportName" "$export_size" >/dev/null ||
-    die "kelpie vdi create $kExportName $export_size (kelpied-3n) failed"
+  # A node answers "the node is starting" until it has opened the VDI directory.
+  local answer end=$((SECONDS + kStartDeadlineSeconds))
+  until answer=$("$kelpie" --addr "${admins[0]}" vdi create "$kExportName" "$export_size" 2>&1 >/dev/null); do
+    case "$answer" in *"is starting"*) ;; *) die "kelpie vdi create $kExportName $export_size (kelpied-3n) failed: $answer" ;; esac
+    [ $SECONDS -lt $end ] || die "kelpied-3n node 1 still starting after ${kStartDeadlineSeconds}s"
+    sleep 0.1
+  done
 }
 
 # --- fio --------------------------------------------------------------------

@@ -16,8 +16,11 @@ kelpie_integration_test(cluster_gateway_crash cluster_gateway_crash_test.sh 180)
 kelpie_integration_test(cluster_resync cluster_resync_test.sh 240)
 # Rule 4 across a copy-on-write: copies made from an unsettled object are settled too.
 kelpie_integration_test(cluster_cow_resync cluster_cow_resync_test.sh 180)
-# Issue 13 case 1: a frozen gateway's attach is taken over; its next write fails.
+# Issue 13 case 1: a frozen gateway's attach is taken over; its next write fails
+# (local driver, and ZooKeeper: a session lost while frozen).
 kelpie_integration_test(cluster_two_writers cluster_two_writers_test.sh 180)
+kelpie_integration_test(cluster_two_writers_zk cluster_two_writers_test.sh 240)
+set_property(TEST integration.cluster_two_writers_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")
 # Issue 13 case 3: a gateway killed with writes unsettled resyncs the VDI when reattached.
 kelpie_integration_test(cluster_gateway_reattach cluster_gateway_reattach_test.sh 180)
 

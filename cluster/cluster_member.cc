@@ -94,7 +94,10 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
     cluster_ = superblock_.cluster_uuid;
   }
   epochs_ = std::make_unique<EpochState>(reactors_);
-  peers_ = std::make_unique<PeerClient>(reactors_, superblock_.cluster_uuid, self_.id);
+  reachability_ = std::make_unique<PeerReachability>(options_.unreachable_timeout);
+  PeerClientOptions peer_options;
+  peer_options.reachability = reachability_.get();
+  peers_ = std::make_unique<PeerClient>(reactors_, superblock_.cluster_uuid, self_.id, peer_options);
   if (local_ != nullptr) {
     recovery_ = std::make_unique<Recovery>(*local_, *epochs_, *peers_, *driver_, reactors_, self_.id);
   }
@@ -110,6 +113,7 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
   replicated_ = std::make_unique<ReplicatedStore>(*epochs_, *peers_, *service_, reactors_);
   if (!options_.gateway) {
     server_ = std::make_unique<PeerServer>(self_.peer_address, *service_, reactors_);
+    if (!options_.test_refuse_peers_file.empty()) server_->refuse_peers_while(options_.test_refuse_peers_file);
     if (Status st = server_->start(); !st) return st;
   }
 
@@ -119,6 +123,7 @@ Status ClusterMember::open(std::function<void()> on_shutdown) {
     if (name == kDirectoryName) directory_changes_.fetch_add(1, std::memory_order_relaxed);
   };
   events.on_shutdown = std::move(on_shutdown);
+  events.may_rejoin = [this] { return may_rejoin(); };
   epochs_->set_lease(driver_.get());
   if (Status st = driver_->join(self_, std::move(events)); !st) return st;
   KELPIE_LOG_INFO("joined cluster {} as {} node {} (peer {}, zone {}, {} vnodes)", driver_->describe(),
@@ -156,6 +161,11 @@ void ClusterMember::on_epoch(const EpochRecord& record) {
                   record.reason, record.nodes.size(), (*view)->ring.zone_count(), record.copies,
                   record.min_copies);
   std::shared_ptr<const EpochView> previous = epochs_->latest();
+  {
+    std::vector<Uuid> nodes;
+    for (const MemberInfo& node : record.nodes) nodes.push_back(node.id);
+    reachability_->set_epoch(record.epoch, nodes);
+  }
   epochs_->publish(*view);
   // Calls in flight to a node this epoch dropped fail now (their writes retry on the
   // new replica set) instead of waiting out the call timeout on a dead link.
@@ -263,10 +273,15 @@ void ClusterMember::close(bool leave) {
   }
   if (server_) server_->stop();
   if (peers_) peers_->close_all();
+  // Probes end once close_all() broke their connections.
+  while (background_.load() > 0 && std::chrono::steady_clock::now() < deadline + std::chrono::seconds(5)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   driver_.reset();
 }
 
 void ClusterMember::refresh_status() {
+  check_reachability();
   if (!recovery_ || !local_) return;
   if (local_->failed() && !left_after_failure_.exchange(true)) {
     // Rule 6: after a failed fdatasync the kernel may have dropped dirty pages; this
@@ -282,6 +297,135 @@ void ClusterMember::refresh_status() {
     recovery_->set_used_bytes(bytes);
   }
   recovery_->publish_now();
+}
+
+// ---- unreachable peers (cluster/peer_reachability.h) ------------------------------
+
+namespace {
+std::string id_list(const std::vector<Uuid>& ids) {
+  std::string text;
+  for (const Uuid& id : ids) text += (text.empty() ? "" : ", ") + uuid_to_string(id);
+  return text;
+}
+}  // namespace
+
+void ClusterMember::check_reachability() {
+  if (!reachability_ || stopping_.load()) return;
+  const auto now = std::chrono::steady_clock::now();
+  const auto threshold_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(reachability_->threshold()).count();
+  for (const PeerReachability::Crossed& crossed : reachability_->newly_unreachable(now)) {
+    KELPIE_LOG_WARN("reachability: reporting storage node {} unreachable: every call to it failed for {} ms "
+                    "(threshold {} ms; last: {})",
+                    uuid_to_string(crossed.node),
+                    std::chrono::duration_cast<std::chrono::milliseconds>(crossed.failing_for).count(),
+                    threshold_ms, crossed.last_error);
+  }
+  const ReachabilityReport report = reachability_->report(now);
+  driver_->publish_status_field(kReachabilityStatusKey, reachability_report_json(report));
+
+  std::optional<EpochRecord> epoch = driver_->current_epoch();
+  if (!epoch) return;
+  EvictionInput input;
+  input.self = self_.id;
+  input.self_serving = driver_->lease_until() > std::chrono::steady_clock::now();  // its lease
+  input.epoch = *epoch;
+  input.live = driver_->live_members();
+  input.statuses = driver_->member_statuses();
+  const EvictionDecision decision = decide_eviction(input);
+
+  // Where each node is: the epoch's storage nodes and the live ones out of it (an
+  // evicted node is probed on, so that it rejoins only once it is reachable).
+  std::map<Uuid, std::string> addresses;
+  for (const MemberInfo& m : epoch->nodes) addresses[m.id] = m.peer_address;
+  for (const MemberInfo& m : input.live) {
+    if (!m.gateway) addresses.emplace(m.id, m.peer_address);
+  }
+  {
+    std::vector<Uuid> keep;
+    for (const auto& [id, address] : addresses) keep.push_back(id);
+    reachability_->retain(keep);
+  }
+  // Probe what anyone finds failing, this node included: a probe that is answered
+  // clears this node's record, one that fails keeps it (and starts it).
+  std::set<Uuid> probe(decision.probe.begin(), decision.probe.end());
+  probe.insert(report.failing.begin(), report.failing.end());
+  for (const Uuid& id : probe) {
+    if (id == self_.id) continue;
+    auto node = addresses.find(id);
+    if (node == addresses.end()) continue;
+    {
+      std::lock_guard lock(probes_mutex_);
+      if (stopping_.load() || !probes_.insert(id).second) continue;  // one in flight per peer
+    }
+    background_.fetch_add(1);
+    spawn(probe_peer(id, node->second));
+  }
+
+  log_uncorroborated(*epoch, decision);
+  if (!decision.evict || evicted_in_epoch_ == epoch->epoch) return;
+  evicted_in_epoch_ = epoch->epoch;
+  const Uuid target = *decision.evict;
+  KELPIE_ASSERT(target != self_.id);
+  std::vector<Uuid> reporters;
+  for (const EvictionDecision::Suspect& suspect : decision.suspects) {
+    if (suspect.node == target) reporters = suspect.reporters;
+  }
+  KELPIE_LOG_WARN("reachability: evicting storage node {} from epoch {}: unreachable for >= {} ms as "
+                  "reported by {} members ({})",
+                  uuid_to_string(target), epoch->epoch, threshold_ms, reporters.size(), id_list(reporters));
+  Status evicted = driver_->evict(target);
+  if (!evicted && evicted.code() != ENOENT) {
+    KELPIE_LOG_ERROR("reachability: evicting {} failed: {}", uuid_to_string(target), evicted.to_string());
+  }
+}
+
+void ClusterMember::log_uncorroborated(const EpochRecord& epoch, const EvictionDecision& decision) {
+  if (uncorroborated_epoch_ != epoch.epoch) {
+    uncorroborated_epoch_ = epoch.epoch;
+    uncorroborated_logged_.clear();
+  }
+  for (const EvictionDecision::Suspect& suspect : decision.suspects) {
+    if (suspect.decider != self_.id || suspect.reporters.size() >= kMinReporters) continue;
+    size_t& logged = uncorroborated_logged_[suspect.node];
+    if (logged == suspect.reporters.size()) continue;
+    logged = suspect.reporters.size();
+    KELPIE_LOG_WARN("reachability: storage node {} is reported unreachable in epoch {} by {} member(s) "
+                    "({}); not evicted: that needs {}",
+                    uuid_to_string(suspect.node), epoch.epoch, suspect.reporters.size(),
+                    id_list(suspect.reporters), kMinReporters);
+  }
+}
+
+bool ClusterMember::may_rejoin() {
+  std::vector<Uuid> reporters;
+  const bool held = rejoin_held(self_.id, driver_->live_members(), driver_->member_statuses(), &reporters);
+  if (held != rejoin_held_.exchange(held)) {
+    if (held) {
+      KELPIE_LOG_WARN("reachability: out of the epoch, and {} member(s) still can not reach this node "
+                      "({}): not rejoining until they can",
+                      reporters.size(), id_list(reporters));
+    } else {
+      KELPIE_LOG_INFO("reachability: every member reaches this node again: rejoining");
+    }
+  }
+  return !held;
+}
+
+Task<void> ClusterMember::probe_peer(Uuid node, std::string address) {
+  co_await switch_to(reactors_.at(0));
+  // Epoch 0 is no epoch: every node answers kEpochMismatch at once and does nothing
+  // (peer_protocol.h). Any answer proves the peer reachable; the peer client records
+  // the outcome in reachability_.
+  PeerRequest request;
+  request.op = PeerOp::kObjectVersion;
+  request.epoch = 0;
+  (void)co_await peers_->call(node, address, request);
+  {
+    std::lock_guard lock(probes_mutex_);
+    probes_.erase(node);
+  }
+  background_.fetch_sub(1);
 }
 
 std::unique_ptr<DirectoryBacking> ClusterMember::make_directory_backing() const {

@@ -25,10 +25,20 @@
 //    2 s, doubling to 30 s), with one log line giving the counts when it ends.
 //  - A storage node refuses new objects above `full_ratio` of its data filesystem
 //    (cluster/full_ratio.h), with ENOSPC naming the node.
+//  - Unreachable peers (cluster/peer_reachability.h): every call of this node's peer
+//    client is recorded; refresh_status() publishes which storage nodes of the epoch
+//    have failed every call for `unreachable_timeout` (one log line when one starts
+//    being reported), probes those that any member reports failing (a second opinion
+//    starts at once), and, when this node is the one to decide, evicts a node that
+//    at least two members report (one log line). Gateway-only nodes report too.
+//    An evicted node rejoins only once no live member reports it failing any more
+//    (Events::may_rejoin; the local driver asks, the zookeeper driver not yet).
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -37,6 +47,7 @@
 #include "cluster/epoch_state.h"
 #include "cluster/full_ratio.h"
 #include "cluster/membership.h"
+#include "cluster/peer_reachability.h"
 #include "cluster/peer_transport.h"
 #include "cluster/recovery.h"
 #include "cluster/replica_service.h"
@@ -58,6 +69,11 @@ struct ClusterMemberOptions {
   std::string vnodes = "auto";  // "auto" or a number
   bool gateway = false;
   double full_ratio = FullRatio::kDefault;  // kelpied --full-ratio (1: off)
+  // A storage peer every call to which failed this long is reported unreachable
+  // (kelpied --unreachable-timeout).
+  std::chrono::milliseconds unreachable_timeout{10000};
+  // Test-only: PeerServer::refuse_peers_while (KELPIE_TEST_REFUSE_PEERS_FILE). Empty: off.
+  std::string test_refuse_peers_file;
 };
 
 struct ReplicaCheck {
@@ -108,6 +124,12 @@ class ClusterMember {
  private:
   void on_epoch(const EpochRecord& record);
   Task<void> resync_unclean(std::vector<ObjectId> ids);
+  // Publishes this node's reachability report, starts probes, evicts if it decides.
+  void check_reachability();
+  void log_uncorroborated(const EpochRecord& epoch, const EvictionDecision& decision);
+  Task<void> probe_peer(Uuid node, std::string address);
+  // Events::may_rejoin: not while another member reports this node failing.
+  bool may_rejoin();
 
   ClusterMemberOptions options_;
   Superblock& superblock_;
@@ -120,6 +142,7 @@ class ClusterMember {
   std::atomic<uint64_t> directory_changes_{0};
   std::unique_ptr<MembershipDriver> driver_;
   std::unique_ptr<EpochState> epochs_;
+  std::unique_ptr<PeerReachability> reachability_;  // before peers_: it outlives it
   std::unique_ptr<PeerClient> peers_;
   std::unique_ptr<Recovery> recovery_;
   VdiFences fences_;
@@ -132,6 +155,14 @@ class ClusterMember {
   std::atomic<int> background_{0};
   std::mutex cluster_mutex_;
   Uuid cluster_{};
+  // Reachability: probes in flight (any thread), and what the status thread
+  // (refresh_status) last did, so that it logs and evicts once per epoch.
+  std::mutex probes_mutex_;
+  std::set<Uuid> probes_;
+  uint64_t evicted_in_epoch_ = 0;
+  uint64_t uncorroborated_epoch_ = 0;
+  std::map<Uuid, size_t> uncorroborated_logged_;
+  std::atomic<bool> rejoin_held_{false};
 };
 
 }  // namespace kelpie

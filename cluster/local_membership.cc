@@ -249,6 +249,9 @@ Status LocalMembership::maybe_rejoin() {
     std::lock_guard guard(mutex_);
     if (!rejoin_ready_locked(Clock::now())) return Status::ok();
   }
+  // Outside the lock: the receiver reads member statuses (peers that still can not
+  // reach this node hold it out, cluster/peer_reachability.h).
+  if (events_.may_rejoin && !events_.may_rejoin()) return Status::ok();
   auto appended = append_epoch(
       [&](const std::optional<EpochRecord>& last) -> std::optional<EpochRecord> {
         // Re-checked on the log as it is under the lock: one rejoin per exclusion, and
@@ -469,7 +472,17 @@ Result<std::string> LocalMembership::read_shared(const std::string& name) const 
 
 void LocalMembership::publish_status(const std::string& json_text) {
   std::lock_guard guard(mutex_);
-  status_json_ = json_text;
+  status_parts_.set_base(json_text);
+  status_json_ = status_parts_.text();
+  status_dirty_ = true;
+}
+
+void LocalMembership::publish_status_field(const std::string& key, const std::string& value_json) {
+  std::lock_guard guard(mutex_);
+  status_parts_.set_field(key, value_json);
+  std::string text = status_parts_.text();
+  if (text == status_json_) return;
+  status_json_ = std::move(text);
   status_dirty_ = true;
 }
 

@@ -123,6 +123,7 @@ class LocalMembership final : public MembershipDriver {
 
   // Stored in this member's file at the next heartbeat tick.
   void publish_status(const std::string& json) override;
+  void publish_status_field(const std::string& key, const std::string& value_json) override;
   std::map<std::string, std::string> member_statuses() const override;
 
   std::string describe() const override;
@@ -190,7 +191,8 @@ class LocalMembership final : public MembershipDriver {
   std::map<std::string, MemberFile> members_;
   std::map<std::string, Observed> observed_;
   std::map<std::string, uint64_t> shared_versions_;
-  std::string status_json_ = "{}";
+  MemberStatusText status_parts_;
+  std::string status_json_ = "{}";  // status_parts_.text()
   bool status_dirty_ = false;
   bool marker_present_ = false;
   std::string marker_at_join_;

@@ -28,8 +28,10 @@
 //    latest content, and what it leaves is stored durably before update_shared
 //    returns, unless it returns an error (then nothing is stored). Other members
 //    are told through on_shared_changed.
-//  - publish_status() stores a small JSON text about this node (recovery progress)
-//    that every member can read with member_statuses().
+//  - publish_status() stores a small JSON object text about this node (recovery
+//    progress) that every member can read with member_statuses();
+//    publish_status_field() sets one more top-level field of it (the peer
+//    reachability report, cluster/peer_reachability.h), which publish_status() keeps.
 #pragma once
 
 #include <atomic>
@@ -88,6 +90,11 @@ class MembershipDriver {
     std::function<void(const std::string& name)> on_shared_changed;
     // The cluster was told to shut down (every member stops cleanly).
     std::function<void()> on_shutdown;
+    // Asked (on the driver's thread, no driver lock held) before this storage member,
+    // alive but out of the current epoch (failed while hung, or evicted), asks to be
+    // listed again: false holds the rejoin, and it is asked again on a later tick.
+    // Null: always rejoin. (local driver; the zookeeper driver does not ask yet.)
+    std::function<bool()> may_rejoin;
   };
 
   virtual ~MembershipDriver() = default;
@@ -124,6 +131,9 @@ class MembershipDriver {
   virtual Result<std::string> read_shared(const std::string& name) const = 0;
 
   virtual void publish_status(const std::string& json) = 0;
+  // Sets the top-level field `key` of this node's status to `value_json` (a JSON
+  // value); publish_status() replaces the rest but keeps it. Any thread.
+  virtual void publish_status_field(const std::string& key, const std::string& value_json) = 0;
   // Member id (uuid string) -> its last published status.
   virtual std::map<std::string, std::string> member_statuses() const = 0;
 
@@ -169,6 +179,21 @@ class DriverLease {
  private:
   std::atomic<int64_t> until_ns_{0};
   std::atomic<uint64_t> breaks_{0};
+};
+
+// What a driver publishes as its status: the text publish_status() gave (an object)
+// with the fields publish_status_field() set. Not thread-safe (the driver's lock).
+class MemberStatusText {
+ public:
+  void set_base(const std::string& json) { base_ = json; }
+  void set_field(const std::string& key, const std::string& value_json) { fields_[key] = value_json; }
+  // The combined text: `base` alone while no field is set; a base that is not a JSON
+  // object then gives way to the fields.
+  std::string text() const;
+
+ private:
+  std::string base_ = "{}";
+  std::map<std::string, std::string> fields_;
 };
 
 // Opens the driver a spec names (kelpied --cluster), not joined yet:

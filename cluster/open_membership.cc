@@ -2,11 +2,24 @@
 #include <filesystem>
 #include <memory>
 
+#include <nlohmann/json.hpp>
+
 #include "cluster/local_membership.h"
 #include "cluster/membership.h"
 #include "cluster/zookeeper_membership.h"
 
 namespace kelpie {
+
+std::string MemberStatusText::text() const {
+  if (fields_.empty()) return base_;
+  auto doc = nlohmann::json::parse(base_, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object()) doc = nlohmann::json::object();
+  for (const auto& [key, value] : fields_) {
+    auto parsed = nlohmann::json::parse(value, nullptr, false);
+    if (!parsed.is_discarded()) doc[key] = std::move(parsed);
+  }
+  return doc.dump();
+}
 
 Result<std::unique_ptr<MembershipDriver>> open_membership(const std::string& spec) {
   static constexpr std::string_view kLocal = "local:";

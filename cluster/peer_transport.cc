@@ -5,18 +5,67 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <fstream>
+#include <iterator>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <unordered_map>
 
+#include "cluster/membership_codec.h"
+#include "cluster/peer_reachability.h"
 #include "cluster/peer_wire.h"
 #include "common/log.h"
 #include "engine/socket_stream.h"
 #include "engine/sync.h"
 
 namespace kelpie {
+
+// The test-only fault hook (peer_transport.h): which peers to refuse, from a file
+// re-read at most every kRecheck. Any reactor; the lock is taken only when set.
+class PeerRefusal {
+ public:
+  explicit PeerRefusal(std::string file) : file_(std::move(file)) {}
+
+  bool refuses(const Uuid& peer) {
+    std::lock_guard lock(mutex_);
+    auto now = std::chrono::steady_clock::now();
+    if (now - checked_ >= kRecheck) {
+      checked_ = now;
+      reload_locked();
+    }
+    return present_ && (all_ || std::binary_search(peers_.begin(), peers_.end(), peer));
+  }
+
+ private:
+  static constexpr std::chrono::milliseconds kRecheck{100};
+
+  void reload_locked() {
+    std::ifstream in(file_);
+    present_ = in.is_open();
+    all_ = false;
+    peers_.clear();
+    if (!present_) return;
+    std::vector<std::string> words{std::istream_iterator<std::string>(in), std::istream_iterator<std::string>()};
+    all_ = words.empty();
+    for (const std::string& word : words) {
+      if (word == "*") all_ = true;
+      if (std::optional<Uuid> id = parse_uuid(word)) peers_.push_back(*id);
+    }
+    std::sort(peers_.begin(), peers_.end());
+  }
+
+  const std::string file_;
+  std::mutex mutex_;
+  std::chrono::steady_clock::time_point checked_{};
+  bool present_ = false;
+  bool all_ = false;
+  std::vector<Uuid> peers_;
+};
+
 namespace {
 
 using Header = std::array<uint8_t, kPeerHeaderSize>;
@@ -112,7 +161,8 @@ Task<Result<PeerFrameHeader>> read_head(SocketStream& stream, Header& head, Fiel
 // One accepted connection on its reactor: HELLO, then requests until it breaks.
 class ServerConnection {
  public:
-  ServerConnection(int fd, PeerHandler& handler) : stream_(fd), handler_(handler), sends_(stream_) {}
+  ServerConnection(int fd, PeerHandler& handler, PeerRefusal* refusal)
+      : stream_(fd), handler_(handler), sends_(stream_), refusal_(refusal) {}
 
   Task<void> run() {
     // Not `if (co_await ...)`: GCC 12 miscompiles a co_await in an if condition.
@@ -151,6 +201,8 @@ class ServerConnection {
     }
     auto hello = decode_hello(*header, std::span<const uint8_t>(fields.data(), fields_size));
     if (!hello) co_return false;
+    peer_ = hello->sender;
+    if (refused()) co_return false;
     Status verdict = handler_.accept_hello(*hello);
     if (verdict && hello->protocol_version != kPeerProtocolVersion) {
       verdict = Status::error(EPROTO, "peer protocol version " + std::to_string(hello->protocol_version) +
@@ -187,6 +239,7 @@ class ServerConnection {
         KELPIE_LOG_WARN("peer: closing a connection: {}", request.status().message());
         break;
       }
+      if (refused()) break;
       ++in_flight_count_;
       in_flight_.add();
       spawn(handle_one(std::move(*request), header->request_id, std::move(tail)));
@@ -212,9 +265,18 @@ class ServerConnection {
     in_flight_.done();
   }
 
+  // The test-only fault hook says to drop this peer (peer_transport.h).
+  bool refused() {
+    if (refusal_ == nullptr || !refusal_->refuses(peer_)) return false;
+    KELPIE_LOG_DEBUG("peer: refusing {} (test fault hook)", uuid_to_string(peer_));
+    return true;
+  }
+
   SocketStream stream_;
   PeerHandler& handler_;
   SendQueue sends_;
+  PeerRefusal* refusal_;
+  Uuid peer_{};
   WaitGroup in_flight_;
   uint32_t in_flight_count_ = 0;
   Event capacity_freed_;
@@ -243,6 +305,12 @@ PeerServer::~PeerServer() {
     ::close(listen_fd_);
     if (bound_.rfind("unix:", 0) == 0) ::unlink(bound_.c_str() + 5);
   }
+}
+
+void PeerServer::refuse_peers_while(const std::string& file) {
+  KELPIE_ASSERT(!accepting_.load());
+  refusal_ = std::make_shared<PeerRefusal>(file);
+  KELPIE_LOG_WARN("peer: test fault hook on: peers named in {} are refused while it exists", file);
 }
 
 Status PeerServer::start() {
@@ -290,7 +358,7 @@ Task<void> PeerServer::accept_loop() {
 Task<void> PeerServer::run_connection(Reactor& reactor, int fd) {
   co_await switch_to(reactor);
   {
-    ServerConnection connection(fd, handler_);
+    ServerConnection connection(fd, handler_, refusal_.get());
     co_await connection.run();
   }
   {
@@ -615,8 +683,24 @@ Task<Result<PeerReply>> PeerClient::call(const Uuid& node, const std::string& ad
   // poll would take on a small host: sleep instead (engine/reactor.h).
   PollHold no_poll;
   auto connection = co_await connection_to(node, address);
-  if (!connection) co_return connection.status();
-  co_return co_await (*connection)->call(*connection, request, read_into);
+  if (!connection) {
+    note_outcome(node, connection.status());
+    co_return connection.status();
+  }
+  Result<PeerReply> reply = co_await (*connection)->call(*connection, request, read_into);
+  note_outcome(node, reply ? Status::ok() : reply.status());
+  co_return reply;
+}
+
+void PeerClient::note_outcome(const Uuid& node, const Status& status) {
+  PeerReachability* reachability = options_.reachability;
+  if (reachability == nullptr) return;
+  if (status) {
+    reachability->note_success(node);
+  } else if (status.code() != ECONNABORTED && status.code() != ESHUTDOWN) {
+    // Not drop() or close_all(): those are this node's own doing, not the peer's.
+    reachability->note_failure(node, status.to_string());
+  }
 }
 
 void PeerClient::drop(const Uuid& node) {

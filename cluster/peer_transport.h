@@ -18,6 +18,15 @@
 //    a broken connection fails every call in flight on it and the next call
 //    reconnects. A reply with a non-zero status (ENOENT, kEpochMismatch, ...) is a
 //    successful call: look at PeerReply::status.
+//  - With PeerClientOptions::reachability, every call's outcome is recorded there
+//    per node (cluster/peer_reachability.h): a transport failure (not one this
+//    client caused itself: drop(), close_all()) as a failure, any reply as a success.
+//  - Test-only fault hook: PeerServer::refuse_peers_while(FILE) (kelpied reads
+//    KELPIE_TEST_REFUSE_PEERS_FILE at start-up). While FILE exists, the server
+//    closes every connection from the peers it names (node UUIDs separated by white
+//    space; empty or "*": every peer) at the hello or at its next request, without a
+//    reply: to those peers this node is unreachable while its heartbeat goes on.
+//    Never set in production; costs nothing unset.
 #pragma once
 
 #include <atomic>
@@ -32,6 +41,9 @@
 #include "engine/reactor_pool.h"
 
 namespace kelpie {
+
+class PeerReachability;
+class PeerRefusal;
 
 constexpr uint32_t kMaxPeerRequestsInFlight = 256;
 
@@ -53,6 +65,8 @@ class PeerServer {
   PeerServer(const PeerServer&) = delete;
   PeerServer& operator=(const PeerServer&) = delete;
 
+  // Test-only (see the contract above). Before start().
+  void refuse_peers_while(const std::string& file);
   // Binds and starts accepting; an error names the address.
   Status start();
   // Closes the listener and every connection and waits (bounded, 30 s) for their
@@ -77,11 +91,13 @@ class PeerServer {
   std::mutex fds_mutex_;
   std::set<int> open_fds_;
   size_t next_reactor_ = 0;
+  std::shared_ptr<PeerRefusal> refusal_;  // test-only fault hook; null unless set
 };
 
 struct PeerClientOptions {
   std::chrono::milliseconds call_timeout{10000};
   std::chrono::milliseconds connect_timeout{2000};
+  PeerReachability* reachability = nullptr;  // must outlive the client; may be null
 };
 
 class PeerClient {
@@ -117,6 +133,7 @@ class PeerClient {
   Local& local();
   Uuid cluster();
   Task<Result<std::shared_ptr<Connection>>> connection_to(const Uuid& node, const std::string& address);
+  void note_outcome(const Uuid& node, const Status& status);
 
   const ReactorPool& reactors_;
   Uuid self_;

@@ -182,6 +182,7 @@ class ZookeeperMembership final : public MembershipDriver {
   Result<std::string> read_shared(const std::string& name) const override;
 
   void publish_status(const std::string& json) override;
+  void publish_status_field(const std::string& key, const std::string& value_json) override;
   std::map<std::string, std::string> member_statuses() const override;
 
   // "zookeeper:HOSTS/path (session 0x..., connected, timeout N ms)".
@@ -307,7 +308,8 @@ class ZookeeperMembership final : public MembershipDriver {
   bool members_known_ = false;
   std::map<std::string, int64_t> shared_versions_;
   bool shared_known_ = false;  // the blobs were listed once: later ones are news
-  std::string status_json_ = "{}";
+  MemberStatusText status_parts_;
+  std::string status_json_ = "{}";  // status_parts_.text()
   bool member_dirty_ = false;
   uint64_t written_seen_epoch_ = 0;
   std::string written_request_;

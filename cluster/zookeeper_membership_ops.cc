@@ -316,8 +316,24 @@ std::vector<MemberInfo> ZookeeperMembership::live_members() const {
 void ZookeeperMembership::publish_status(const std::string& json_text) {
   {
     std::lock_guard guard(mutex_);
-    if (status_json_ == json_text) return;
-    status_json_ = json_text;
+    status_parts_.set_base(json_text);
+    std::string text = status_parts_.text();
+    if (status_json_ == text) return;
+    status_json_ = std::move(text);
+    member_dirty_ = true;
+  }
+  std::lock_guard guard(signal_mutex_);
+  kick_ = true;
+  signal_.notify_all();
+}
+
+void ZookeeperMembership::publish_status_field(const std::string& key, const std::string& value_json) {
+  {
+    std::lock_guard guard(mutex_);
+    status_parts_.set_field(key, value_json);
+    std::string text = status_parts_.text();
+    if (status_json_ == text) return;
+    status_json_ = std::move(text);
     member_dirty_ = true;
   }
   std::lock_guard guard(signal_mutex_);

@@ -27,7 +27,7 @@ constexpr char kUsage[] =
     "               [--log-file FILE] [--pid-file FILE]\n"
     "               [--cluster local:STATE_DIR|zookeeper:HOST:PORT[,...]/PATH[?session_timeout_ms=N]\n"
     "                [--listen HOST:PORT|unix:PATH] [--zone ZONE] [--vnodes N|auto] [--gateway]\n"
-    "                [--full-ratio R]]\n";
+    "                [--full-ratio R] [--unreachable-timeout SECONDS]]\n";
 
 [[noreturn]] void usage_error(const std::string& message) {
   std::fprintf(stderr, "kelpied: %s\n%s", message.c_str(), kUsage);
@@ -44,6 +44,7 @@ struct Flags {
 Flags parse_flags(int argc, char** argv) {
   Flags flags;
   bool full_ratio_set = false;
+  bool unreachable_set = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -112,6 +113,16 @@ Flags parse_flags(int argc, char** argv) {
       }
       flags.node.full_ratio = ratio;
       full_ratio_set = true;
+    } else if (arg == "--unreachable-timeout") {
+      // A storage peer every call to which failed this long is reported unreachable;
+      // two members' reports evict it (cluster/peer_reachability.h).
+      char* end = nullptr;
+      long seconds = std::strtol(value.c_str(), &end, 10);
+      if (value.empty() || *end != '\0' || seconds < 1 || seconds > 3600) {
+        usage_error("--unreachable-timeout must be a number of seconds from 1 to 3600");
+      }
+      flags.node.unreachable_timeout = std::chrono::seconds(seconds);
+      unreachable_set = true;
     } else {
       usage_error("unknown option " + arg);
     }
@@ -124,6 +135,11 @@ Flags parse_flags(int argc, char** argv) {
   }
   if (full_ratio_set && (flags.node.cluster.empty() || flags.node.gateway)) {
     usage_error("--full-ratio is for storage nodes of a cluster (--cluster without --gateway)");
+  }
+  if (unreachable_set && flags.node.cluster.empty()) usage_error("--unreachable-timeout needs --cluster");
+  // Test-only fault hook (cluster/peer_transport.h): never set in production.
+  if (const char* file = std::getenv("KELPIE_TEST_REFUSE_PEERS_FILE"); file != nullptr && *file != '\0') {
+    flags.node.test_refuse_peers_file = file;
   }
   return flags;
 }

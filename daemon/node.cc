@@ -295,6 +295,8 @@ Status Node::open_cluster() {
   options.vnodes = options_.vnodes;
   options.gateway = options_.gateway;
   options.full_ratio = options_.full_ratio;
+  options.unreachable_timeout = options_.unreachable_timeout;
+  options.test_refuse_peers_file = options_.test_refuse_peers_file;
   cluster_ = std::make_unique<ClusterMember>(options, superblock_, *pool_, store_.get());
   Status st = cluster_->open([this] {
     // `kelpie cluster shutdown`: stop like SIGTERM, without leaving (no new epoch).

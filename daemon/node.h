@@ -44,6 +44,10 @@ struct NodeOptions {
   // A storage node refuses new objects (ENOSPC) above this share of its data
   // filesystem (DESIGN.md rule 4); 1 turns it off.
   double full_ratio = 0.95;
+  // A storage peer unreachable this long is reported (cluster/peer_reachability.h).
+  std::chrono::milliseconds unreachable_timeout{10000};
+  // Test-only: KELPIE_TEST_REFUSE_PEERS_FILE (cluster/peer_transport.h).
+  std::string test_refuse_peers_file;
 };
 
 class Node final : public NodeControl {

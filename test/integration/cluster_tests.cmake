@@ -43,3 +43,6 @@ kelpie_integration_test(cluster_old_copies cluster_old_copies_test.sh 180)
 kelpie_integration_test(cluster_read_your_writes cluster_read_your_writes_test.sh 180)
 kelpie_integration_test(cluster_read_your_writes_zk cluster_read_your_writes_test.sh 180)
 set_property(TEST integration.cluster_read_your_writes_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")
+# Issue 13 case 4: a heartbeating node its peers can not reach is evicted, but only
+# on two members' reports (cluster/peer_reachability.h).
+kelpie_integration_test(cluster_unreachable cluster_unreachable_test.sh 180)

@@ -199,6 +199,9 @@ class ZookeeperMembership final : public MembershipDriver {
   int64_t session_id() const;
 
  private:
+  // Applies `change` to the status parts (mutex_ held) and, if the text changed,
+  // wakes the driver thread to write the member record.
+  void change_status(const std::function<void()>& change);
   friend class ZookeeperDirectoryBacking;
   enum class Phase { kIdle, kJoining, kAwaitFormat, kWaiting, kRunning };
   struct Member {

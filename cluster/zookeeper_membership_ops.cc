@@ -314,23 +314,17 @@ std::vector<MemberInfo> ZookeeperMembership::live_members() const {
 }
 
 void ZookeeperMembership::publish_status(const std::string& json_text) {
-  {
-    std::lock_guard guard(mutex_);
-    status_parts_.set_base(json_text);
-    std::string text = status_parts_.text();
-    if (status_json_ == text) return;
-    status_json_ = std::move(text);
-    member_dirty_ = true;
-  }
-  std::lock_guard guard(signal_mutex_);
-  kick_ = true;
-  signal_.notify_all();
+  change_status([&] { status_parts_.set_base(json_text); });
 }
 
 void ZookeeperMembership::publish_status_field(const std::string& key, const std::string& value_json) {
+  change_status([&] { status_parts_.set_field(key, value_json); });
+}
+
+void ZookeeperMembership::change_status(const std::function<void()>& change) {
   {
     std::lock_guard guard(mutex_);
-    status_parts_.set_field(key, value_json);
+    change();
     std::string text = status_parts_.text();
     if (status_json_ == text) return;
     status_json_ = std::move(text);

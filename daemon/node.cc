@@ -735,12 +735,24 @@ Result<CheckReport> Node::check(const std::string& vdi, bool repair) {
   }
   if (repair) {
     // A repair rewrites whole copies: not while a gateway writes them (it could roll
-    // back a write that landed after the check read the copies).
-    for (const auto& [name, writer] : directory_->live_writers()) {
-      if (vdi.empty() || split_snapshot_name(vdi).first == name) {
-        return Status::error(EBUSY, "VDI '" + name + "' is attached for writing through node " +
-                                        writer + "; repair needs it detached");
+    // back a write that landed after the check read the copies). A client that just
+    // closed its connection may still be detaching on its node: give that a moment
+    // (as an attach does) before refusing.
+    auto writing = [&]() -> std::optional<std::pair<std::string, std::string>> {
+      for (const auto& [name, writer] : directory_->live_writers()) {
+        if (vdi.empty() || split_snapshot_name(vdi).first == name) return std::make_pair(name, writer);
       }
+      return std::nullopt;
+    };
+    auto busy = writing();
+    for (int i = 0; i < 20 && busy; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (Status st = directory_->refresh(); !st) return st;
+      busy = writing();
+    }
+    if (busy) {
+      return Status::error(EBUSY, "VDI '" + busy->first + "' is attached for writing through node " +
+                                      busy->second + "; repair needs it detached");
     }
   }
   // Flush first, so copies are compared after everything acknowledged has landed.

@@ -19,17 +19,31 @@ std::string percent(double fraction) {
 
 }  // namespace
 
-FullRatio::FullRatio(std::string data_dir, std::string node_name, double ratio)
-    : data_dir_(std::move(data_dir)), node_name_(std::move(node_name)), ratio_(ratio) {}
+FullRatio::FullRatio(std::string data_dir, std::string node_name, double ratio, Measure measure)
+    : data_dir_(std::move(data_dir)),
+      node_name_(std::move(node_name)),
+      ratio_(ratio),
+      measure_(std::move(measure)) {}
 
-Result<FullRatio::Reservation> FullRatio::reserve(uint64_t bytes) const {
-  if (ratio_ >= 1.0) return Reservation();
+Result<FullRatio::Usage> FullRatio::measure() const {
+  if (measure_) return measure_();
   struct statvfs fs {};
   if (::statvfs(data_dir_.c_str(), &fs) != 0 || fs.f_blocks == 0) {
     return Status::error(errno == 0 ? EIO : errno, "statvfs " + data_dir_);
   }
-  const double total = double(fs.f_blocks) * double(fs.f_frsize);
-  const double available = double(fs.f_bavail) * double(fs.f_frsize);
+  return Usage{double(fs.f_blocks) * double(fs.f_frsize),
+               double(fs.f_bavail) * double(fs.f_frsize)};
+}
+
+Result<FullRatio::Reservation> FullRatio::reserve(uint64_t bytes) const {
+  if (ratio_ >= 1.0) return Reservation();
+  Result<Usage> usage = measure();
+  if (!usage) return usage.status();
+  if (usage->total_bytes <= 0) {
+    return Status::error(EIO, "data filesystem of " + data_dir_ + " has no size");
+  }
+  const double total = usage->total_bytes;
+  const double available = usage->available_bytes;
   if ((total - available + double(bytes)) / total > ratio_) {
     std::string message = "node " + node_name_ + " is full: data filesystem " +
                           percent((total - available) / total) +

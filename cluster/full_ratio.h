@@ -18,10 +18,12 @@
 //    repair copies that must exist, the headroom above the ratio is for them.
 //  - A ratio of 1 turns the check off. The first refusal, and the first admission
 //    after refusals, each log one line.
+//  - The measurement is a seam: a Measure passed in replaces statvfs (tests).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -58,15 +60,26 @@ class FullRatio {
     uint64_t bytes_ = 0;
   };
 
-  FullRatio(std::string data_dir, std::string node_name, double ratio);
+  // The data filesystem's size and the bytes unprivileged users may still take.
+  struct Usage {
+    double total_bytes = 0;
+    double available_bytes = 0;
+  };
+  using Measure = std::function<Result<Usage>()>;
+
+  // measure: null for statvfs of data_dir. Called from whichever thread reserves.
+  FullRatio(std::string data_dir, std::string node_name, double ratio, Measure measure = nullptr);
 
   Result<Reservation> reserve(uint64_t bytes) const;
   double ratio() const { return ratio_; }
 
  private:
+  Result<Usage> measure() const;
+
   std::string data_dir_;
   std::string node_name_;
   double ratio_;
+  Measure measure_;
   mutable std::atomic<uint64_t> pending_bytes_{0};
   mutable std::atomic<bool> refusing_{false};
 };

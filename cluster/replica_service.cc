@@ -51,10 +51,14 @@ void fail(PeerReply& reply, const Status& status) {
 }
 }  // namespace
 
-Task<Result<FullRatio::Reservation>> ReplicaService::reserve_space(uint64_t bytes) {
-  // Creates in flight may hold the room this one needs: wait for them (bounded).
+Task<Result<FullRatio::Reservation>> ReplicaService::reserve_space(uint64_t bytes, uint64_t epoch) {
+  // Creates in flight may hold the room this one needs: wait for them (bounded), but
+  // not past the epoch (header): the gateway retries on the new replica set.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (;;) {
+    if (epochs_.latest_epoch() != epoch) {
+      co_return Status::error(kEpochMismatch, "the epoch moved while a create waited for room");
+    }
     auto reserved = full_ratio_->reserve(bytes);
     if (reserved || reserved.status().code() != EAGAIN) co_return reserved;
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -68,6 +72,9 @@ Task<Result<FullRatio::Reservation>> ReplicaService::reserve_space(uint64_t byte
 ReplicaService::Admission::~Admission() {
   if (service_ == nullptr) return;
   std::lock_guard lock(service_->holds_mutex_);
+  auto updating = service_->updating_.find(epoch_);
+  KELPIE_ASSERT(updating != service_->updating_.end() && updating->second > 0);
+  if (--updating->second == 0) service_->updating_.erase(updating);
   auto it = service_->holds_.find(id_);
   if (it == service_->holds_.end()) return;
   HoldState& state = it->second;
@@ -75,7 +82,8 @@ ReplicaService::Admission::~Admission() {
   if (state.writing == 0 && !state.live(std::chrono::steady_clock::now())) service_->holds_.erase(it);
 }
 
-Result<ReplicaService::Admission> ReplicaService::admit(const ObjectId& id, const PeerRequest& request) {
+Result<ReplicaService::Admission> ReplicaService::admit(const ObjectId& id,
+                                                       const PeerRequest& request, uint64_t epoch) {
   if (fences_ != nullptr && (request.flags & kPeerFlagResync) == 0) {
     // One writer per VDI: an update below the VDI's attach generation comes from a
     // gateway whose attach was taken over (vdi_fences.h).
@@ -97,6 +105,13 @@ Result<ReplicaService::Admission> ReplicaService::admit(const ObjectId& id, cons
                             (request.flags & kPeerFlagResync) != 0 &&
                             (request.flags & kPeerFlagHeld) != 0;
   std::lock_guard lock(holds_mutex_);
+  // Checked and counted in one critical section with wait_older_updates() (header).
+  const uint64_t latest = epochs_.latest_epoch();
+  if (latest != epoch) {
+    return Status::error(kEpochMismatch, "object " + id.to_hex() + ": the epoch moved from " +
+                                             std::to_string(epoch) + " to " +
+                                             std::to_string(latest) + " before it was applied");
+  }
   HoldState& state = holds_[id];
   const bool live = state.live(now);
   if (held_install && !(live && state.token == request.hold_token)) {
@@ -108,7 +123,25 @@ Result<ReplicaService::Admission> ReplicaService::admit(const ObjectId& id, cons
     return Status::error(kNotReady, "object " + id.to_hex() + " is held by a resync");
   }
   state.writing++;
-  return Admission(this, id);
+  updating_[epoch]++;
+  return Admission(this, id, epoch);
+}
+
+Task<Status> ReplicaService::wait_older_updates(uint64_t epoch) {
+  const auto deadline = std::chrono::steady_clock::now() + kOlderUpdatesWait;
+  for (;;) {
+    uint64_t oldest = 0;
+    {
+      std::lock_guard lock(holds_mutex_);
+      if (updating_.empty() || updating_.begin()->first >= epoch) co_return Status::ok();
+      oldest = updating_.begin()->first;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      co_return Status::error(kNotReady, "updates admitted in epoch " + std::to_string(oldest) +
+                                             " are still being applied on this node");
+    }
+    co_await sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 Task<Status> ReplicaService::place_hold(const PeerRequest& request) {
@@ -185,7 +218,9 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
   };
   auto finish = [&](const Status& status) {
     if (status.code() == kEpochMismatch) {
+      // Say the newer epoch, so the sender waits for it instead of retrying here.
       reply.status = kEpochMismatch;
+      reply.epoch = std::max(reply.epoch, epochs_.latest_epoch());
     } else if (!status) {
       fail(reply, status);
     }
@@ -216,12 +251,8 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         finish(ready);
         break;
       }
-      if (epochs_.latest_epoch() != epoch) {  // the epoch moved while it waited
-        reply.status = kEpochMismatch;
-        break;
-      }
       if ((request.flags & kPeerFlagResync) != 0) {
-        auto admitted = admit(request.id, request);
+        auto admitted = admit(request.id, request, epoch);
         if (!admitted) {
           finish(admitted.status());
           break;
@@ -232,14 +263,14 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       }
       FullRatio::Reservation space;
       if ((request.flags & kPeerFlagCreate) != 0 && full_ratio_ != nullptr) {
-        auto reserved = co_await reserve_space(uint64_t{request.object_size} + kDataOffset);
+        auto reserved = co_await reserve_space(uint64_t{request.object_size} + kDataOffset, epoch);
         if (!reserved) {
           finish(reserved.status());
           break;
         }
         space = std::move(*reserved);
       }
-      auto admitted = admit(request.id, request);
+      auto admitted = admit(request.id, request, epoch);
       if (!admitted) {
         finish(admitted.status());
         break;
@@ -258,7 +289,7 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         finish(ready);
         break;
       }
-      auto admitted = admit(request.id, request);
+      auto admitted = admit(request.id, request, epoch);
       if (!admitted) {
         finish(admitted.status());
         break;
@@ -277,14 +308,15 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       FullRatio::Reservation space;
       if (full_ratio_ != nullptr) {
         auto source = co_await store_->stat_object(request.src);
-        auto reserved = co_await reserve_space((source ? source->object_size : kMaxObjectSize) + kDataOffset);
+        auto reserved = co_await reserve_space(
+            (source ? source->object_size : kMaxObjectSize) + kDataOffset, epoch);
         if (!reserved) {
           finish(reserved.status());
           break;
         }
         space = std::move(*reserved);
       }
-      auto admitted = admit(request.id, request);
+      auto admitted = admit(request.id, request, epoch);
       if (!admitted) {
         finish(admitted.status());
         break;
@@ -303,11 +335,7 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
         finish(ready);
         break;
       }
-      if (epochs_.latest_epoch() != epoch) {  // the epoch moved while it waited
-        reply.status = kEpochMismatch;
-        break;
-      }
-      auto admitted = admit(request.id, request);
+      auto admitted = admit(request.id, request, epoch);
       if (!admitted) {
         finish(admitted.status());
         break;
@@ -328,6 +356,12 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
       }
       break;
     case PeerOp::kListObjects: {
+      // After the updates admitted in earlier epochs (header; rule 3).
+      Status settled = co_await wait_older_updates(epoch);
+      if (!settled) {
+        finish(settled);
+        break;
+      }
       // Read before listing: the copies listed are then at least as new as it vouches
       // (cluster/recovery_authority.h, F3).
       std::optional<RecoveredEpochs> recovered;
@@ -351,7 +385,13 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
     }
     case PeerOp::kFetchObject: {
       // A recovery source: served without waiting for this node's own recovery (the
-      // puller chose this copy by its version), after the writes it accepted.
+      // puller chose this copy by its version), after the writes it accepted: those
+      // admitted in earlier epochs (header), then those holding the object's lock.
+      Status settled = co_await wait_older_updates(epoch);
+      if (!settled) {
+        finish(settled);
+        break;
+      }
       auto fetched = co_await store_->fetch(request.id);
       if (!fetched) {
         finish(fetched.status());
@@ -365,7 +405,13 @@ Task<PeerReply> ReplicaService::serve(const PeerRequest& request, std::span<uint
     case PeerOp::kObjectVersion: {
       if ((request.flags & kPeerFlagDurable) != 0) {
         // Rule 7: the asker deletes its old copy on this answer, so the version said
-        // must be durable here; absence counts only once this node holds all it must.
+        // must be durable here, and include updates admitted in earlier epochs;
+        // absence counts only once this node holds all it must.
+        Status settled = co_await wait_older_updates(epoch);
+        if (!settled) {
+          finish(settled);
+          break;
+        }
         const bool current = recovery_ != nullptr && recovery_->current_in(epoch);
         auto synced = co_await store_->sync_object(request.id);
         if (!synced) {

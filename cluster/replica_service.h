@@ -5,6 +5,30 @@
 //    gateway's own in-process replica. Both run on the calling reactor.
 //  - The epoch fence: a request from another epoch is answered kEpochMismatch with
 //    this node's epoch, and nothing is done.
+//  - Updates are admitted in one epoch and land before the next one's recovery looks
+//    (rule 3; issue 13 case 6). An update (kWrite, resync installs included, kZero,
+//    kCreateFrom, kRemove) can wait after the fence: for its object's recovery, for
+//    room below the full ratio (up to 5 s), for the source's size. So the epoch is
+//    checked again at admission, after every such wait and right before the store
+//    applies it: an update whose epoch is no longer this node's latest is answered
+//    kEpochMismatch (with the newer epoch, so the gateway retries on the new replica
+//    set with the same version) and nothing changed; a create waiting for room gives
+//    up as soon as the epoch moves. An admitted update is counted, per epoch, until
+//    the store has applied it. The recovery reads a node of epoch e+1 makes here —
+//    kListObjects, kFetchObject and kObjectVersion with kPeerFlagDurable, served in
+//    e+1 — first wait until no update admitted in an earlier epoch is still being
+//    applied (kNotReady after kOlderUpdatesWait: the asker retries). The count and the
+//    re-check share one mutex, and a reactor serves e+1 only after latest_epoch() says
+//    e+1, so either that wait sees the update or the update sees e+1 and is refused:
+//    a listing or fetch of e+1 never misses an update admitted in e that lands later.
+//    The store's own queue (the object's range lock) is not re-checked: an update
+//    admitted before the epoch moved may still land after it, but never after a
+//    recovery read of the newer epoch. This node's own listing (Recovery, from the
+//    store directly) does not wait: an update landing after it only makes this copy
+//    newer than listed, which recovery's installs (only if newer) and old-copy
+//    removal (version re-checked under the object's lock) allow for; at worst an old
+//    copy goes just before such an update reaches it, and that update fails (the
+//    gateway settles the object) instead of landing.
 //  - Objects are served only once recovery says they are current here (ensure()).
 //  - Writes carry the writer's version; the local store refuses lower generations
 //    (ESTALE). A gateway-only node has no store and refuses data requests (EINVAL).
@@ -53,6 +77,7 @@
 
 #include <chrono>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 
@@ -80,15 +105,22 @@ class ReplicaService final : public PeerHandler {
   void set_fences(const VdiFences* fences) { fences_ = fences; }
 
  private:
-  Task<PeerReply> serve(const PeerRequest& request, std::span<uint8_t> read_into);
-  Task<Result<FullRatio::Reservation>> reserve_space(uint64_t bytes);
+  // How long a recovery read waits for updates admitted in an earlier epoch.
+  static constexpr std::chrono::milliseconds kOlderUpdatesWait{1000};
 
-  // Write holds (header). Admission: a write to `id` let past the holds, counted until
-  // it is destroyed (when the store has applied it).
+  Task<PeerReply> serve(const PeerRequest& request, std::span<uint8_t> read_into);
+  // Room for a create admitted in `epoch`: kEpochMismatch once the epoch moves.
+  Task<Result<FullRatio::Reservation>> reserve_space(uint64_t bytes, uint64_t epoch);
+
+  // Admission (header): an update of `id` let past the epoch re-check and the write
+  // holds, counted (per object for holds, per epoch for recovery reads) until it is
+  // destroyed (when the store has applied it).
   class Admission {
    public:
-    Admission(ReplicaService* service, ObjectId id) : service_(service), id_(id) {}
-    Admission(Admission&& other) noexcept : service_(other.service_), id_(other.id_) {
+    Admission(ReplicaService* service, ObjectId id, uint64_t epoch)
+        : service_(service), id_(id), epoch_(epoch) {}
+    Admission(Admission&& other) noexcept
+        : service_(other.service_), id_(other.id_), epoch_(other.epoch_) {
       other.service_ = nullptr;
     }
     Admission(const Admission&) = delete;
@@ -98,6 +130,7 @@ class ReplicaService final : public PeerHandler {
    private:
     ReplicaService* service_;
     ObjectId id_;
+    uint64_t epoch_;
   };
   struct HoldState {
     uint64_t token = 0;  // 0: no hold
@@ -105,9 +138,14 @@ class ReplicaService final : public PeerHandler {
     uint32_t writing = 0;  // admitted writes not yet done
     bool live(std::chrono::steady_clock::time_point now) const { return token != 0 && now < until; }
   };
-  // Lets `request` (a write, zero, remove or create of `id`) past the holds, or says
-  // why not (kNotReady: held; EAGAIN: a held install whose hold is not live).
-  Result<Admission> admit(const ObjectId& id, const PeerRequest& request);
+  // Lets `request` (a write, zero, remove or create of `id`, served in `epoch`) past
+  // the epoch re-check and the holds, or says why not (kEpochMismatch: the epoch
+  // moved; kNotReady: held; EAGAIN: a held install whose hold is not live).
+  // REQUIRES: no suspension between this call and the store call it admits.
+  Result<Admission> admit(const ObjectId& id, const PeerRequest& request, uint64_t epoch);
+  // Before a recovery read served in `epoch`: ok once no update admitted in an earlier
+  // epoch is being applied; kNotReady after kOlderUpdatesWait.
+  Task<Status> wait_older_updates(uint64_t epoch);
   Task<Status> place_hold(const PeerRequest& request);
   void release_hold(const PeerRequest& request);
 
@@ -122,6 +160,9 @@ class ReplicaService final : public PeerHandler {
   // (never held across a suspension). An entry exists while held or written.
   std::mutex holds_mutex_;
   std::unordered_map<ObjectId, HoldState, ObjectIdHash> holds_;
+  // Admitted updates not yet applied, by the epoch they were admitted in (an entry
+  // exists while its count is above 0). Guarded by holds_mutex_ (header: why one mutex).
+  std::map<uint64_t, uint32_t> updating_;
 };
 
 }  // namespace kelpie

@@ -23,6 +23,8 @@ kelpie_integration_test(cluster_two_writers_zk cluster_two_writers_test.sh 240)
 set_property(TEST integration.cluster_two_writers_zk APPEND PROPERTY ENVIRONMENT "KELPIE_MEMBERSHIP=zookeeper")
 # Issue 13 case 3: a gateway killed with writes unsettled resyncs the VDI when reattached.
 kelpie_integration_test(cluster_gateway_reattach cluster_gateway_reattach_test.sh 180)
+# Issue 13 case 3: a storage node killed twice before its unclean resync still resyncs.
+kelpie_integration_test(cluster_unclean_twice cluster_unclean_twice_test.sh 240)
 
 # Issue 4: scenarios 1, 4 and 5 again on the zookeeper driver (the same scripts;
 # cluster_lib.sh starts a private ZooKeeper when KELPIE_MEMBERSHIP=zookeeper), and

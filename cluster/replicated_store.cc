@@ -389,8 +389,10 @@ Task<Status> ReplicatedStore::flush() {
 
 Task<Status> ReplicatedStore::read(ObjectId id, uint64_t offset, std::span<uint8_t> out) {
   if (out.empty()) co_return Status::ok();
-  if (std::optional<WriteGrants::Grant> grant = grants_.find(id.vdi); grant && grant->revoked) {
-    co_return replaced(id.vdi);
+  if (grants_.any_revoked()) {
+    if (std::optional<WriteGrants::Grant> grant = grants_.find(id.vdi); grant && grant->revoked) {
+      co_return replaced(id.vdi);
+    }
   }
   const auto deadline = Clock::now() + options_.retry_deadline;
   Status last = Status::error(EIO, "no replica of object " + id.to_hex() + " answered");

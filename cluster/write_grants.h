@@ -17,6 +17,7 @@
 //  - Any thread: one shared mutex; lookups on the data path take it shared.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <optional>
@@ -37,16 +38,27 @@ class WriteGrants {
 
   void grant(VdiId head, uint64_t generation, uint64_t lease_breaks) {
     std::unique_lock lock(mutex_);
-    grants_[head] = Grant{generation, lease_breaks, false};
+    Grant& grant = grants_[head];
+    if (grant.revoked) revoked_.fetch_sub(1, std::memory_order_release);
+    grant = Grant{generation, lease_breaks, false};
   }
   void release(VdiId head) {
     std::unique_lock lock(mutex_);
-    grants_.erase(head);
+    auto it = grants_.find(head);
+    if (it == grants_.end()) return;
+    if (it->second.revoked) revoked_.fetch_sub(1, std::memory_order_release);
+    grants_.erase(it);
   }
   void revoke(VdiId head) {
     std::unique_lock lock(mutex_);
-    if (auto it = grants_.find(head); it != grants_.end()) it->second.revoked = true;
+    if (auto it = grants_.find(head); it != grants_.end() && !it->second.revoked) {
+      it->second.revoked = true;
+      revoked_.fetch_add(1, std::memory_order_release);
+    }
   }
+  // Whether any grant is revoked now (lock-free): the read path looks no further
+  // when none is.
+  bool any_revoked() const { return revoked_.load(std::memory_order_acquire) > 0; }
   void confirm(VdiId head, uint64_t generation, uint64_t lease_breaks) {
     std::unique_lock lock(mutex_);
     auto it = grants_.find(head);
@@ -63,6 +75,7 @@ class WriteGrants {
  private:
   mutable std::shared_mutex mutex_;
   std::unordered_map<VdiId, Grant> grants_;
+  std::atomic<uint64_t> revoked_{0};  // grants with revoked set
 };
 
 }  // namespace kelpie

@@ -30,18 +30,21 @@ Task<Status> UringIoBackend::unlink(std::string path) {
   co_return Status::ok();
 }
 
-Task<Result<size_t>> UringIoBackend::read(int fd, std::span<uint8_t> buf, uint64_t offset) {
+Result<size_t> pread_full(int fd, std::span<uint8_t> buf, uint64_t offset) {
   size_t done = 0;
-  if (buf.size() <= kInlineLimit) {
-    while (done < buf.size()) {
-      ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) co_return Status::error(errno, "read");
-      if (n == 0) break;
-      done += static_cast<size_t>(n);
-    }
-    co_return done;
+  while (done < buf.size()) {
+    ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return Status::error(errno, "read");
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
   }
+  return done;
+}
+
+Task<Result<size_t>> UringIoBackend::read(int fd, std::span<uint8_t> buf, uint64_t offset) {
+  if (buf.size() <= kInlineLimit) co_return pread_full(fd, buf, offset);
+  size_t done = 0;
   while (done < buf.size()) {
     int rc = co_await async_read(fd, buf.data() + done, buf.size() - done, offset + done);
     if (rc == -EINTR || rc == -EAGAIN) continue;

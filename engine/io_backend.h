@@ -39,6 +39,10 @@ class IoBackend {
                                   uint64_t length) = 0;
 };
 
+// pread(2) until `buf` is full or end of file, retrying EINTR: the bytes read. For
+// backends that read synchronously (the inline path below, test backends).
+Result<size_t> pread_full(int fd, std::span<uint8_t> buf, uint64_t offset);
+
 // io_uring for sockets, syncs, opens and large transfers; buffered reads and writes
 // of up to kInlineLimit bytes are plain pread(2)/pwrite(2) on the reactor thread.
 // Measured on this machine's ext4: io_uring could not complete them inline and

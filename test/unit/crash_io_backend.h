@@ -92,15 +92,7 @@ class CrashIoBackend final : public IoBackend {
   }
 
   Task<Result<size_t>> read(int fd, std::span<uint8_t> buf, uint64_t offset) override {
-    size_t done = 0;
-    while (done < buf.size()) {
-      ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) co_return Status::error(errno, "read");
-      if (n == 0) break;
-      done += static_cast<size_t>(n);
-    }
-    co_return done;
+    co_return pread_full(fd, buf, offset);
   }
 
   Task<Status> write(int fd, std::span<const uint8_t> buf, uint64_t offset, bool dsync) override {
